@@ -52,7 +52,7 @@ class SwimConfig:
     # Fall back to a TCP ping when UDP probes fail (memberlist DisableTcpPings=false).
     tcp_fallback: bool = True
     # The plaintext budget of one datagram: 1,400 bytes stays under a 1,500-byte Ethernet
-    # MTU after the IP/UDP headers and the 29 bytes of encryption framing.
+    # MTU after the IP/UDP headers (48 for IPv6) and the 37 bytes of encryption framing.
     udp_buffer_bytes: int = attrs.field(default=1400, validator=_positive)
     # How long a graceful leave waits for its broadcast to go out.
     leave_propagate_s: float = attrs.field(default=1.0, validator=_non_negative)

@@ -51,6 +51,7 @@ __all__ = [
     "encode_message",
     "encode_packet",
     "packet_overhead",
+    "peek_kind",
 ]
 
 Addr: TypeAlias = tuple[str, int]
@@ -452,3 +453,14 @@ def decode_packet(data: bytes, max_bytes: int = 65_536) -> tuple[str, list[Messa
         except DecodeError:
             continue
     return sender, out
+
+
+def peek_kind(data: bytes) -> int | None:
+    """The kind of an encoded message without decoding it (``None`` if not obvious).
+
+    Lets the driver route keyring requests before handing push/pull states (possibly MiBs)
+    to the core, which decodes them once.
+    """
+    if len(data) >= 2 and 0x91 <= data[0] <= 0x9F and data[1] < 0x80:
+        return data[1]
+    return None
