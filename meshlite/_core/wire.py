@@ -185,7 +185,7 @@ class NodeState:
     name: str
     addr: Addr
     incarnation: int
-    state: int  # meshlite._core.members.State value
+    state: int  # a meshlite._core.events.Status value
     meta: dict[str, str] = attrs.field(factory=dict)
 
     _validators: ClassVar[tuple[Callable[[Any], Any], ...]] = (_name, _addr, _uint, _uint, _meta)
