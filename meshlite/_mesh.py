@@ -1,0 +1,374 @@
+"""``Mesh``: one peer of the mesh, as an async context manager.
+
+Theory of operation
+-------------------
+``Mesh.__init__`` validates every argument at once (a malformed address, key, label or
+profile is a :class:`ConfigError` there, before anything binds).  ``start()`` binds UDP
+and TCP on one port, builds the SWIM core and the driver, and starts joining: the seeds
+are retried in the background with exponential backoff until one answers, so peers can
+start in any order (Consul's ``retry_join``).  Leaving the ``async with`` block leaves
+gracefully — a ``Dead`` message about ourselves, which others record as *left*, not
+*dead* — and then closes the sockets.
+
+Everything the application reads (``members()``) comes from the core's memory: no I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+import attrs
+import ifaddr
+
+from meshlite._addr import format_hostport, is_ip, parse_hostport
+from meshlite._core import events as ev
+from meshlite._core.config import SwimConfig
+from meshlite._core.swim import SwimCore
+from meshlite._core.wire import MAX_META_BYTES, MAX_NAME_BYTES
+from meshlite._crypto import Keyring, Sealer, parse_key
+from meshlite._driver import WATCH_BUFFER, Driver, backoff_s
+from meshlite._keyring_ops import KeyringResult, apply_request, fan_out
+from meshlite._transport import Transport
+from meshlite.errors import ConfigError, NotRunningError
+
+__all__ = ["SERVER_META_KEY", "Mesh"]
+
+log = logging.getLogger("meshlite")
+
+PROFILES = {"lan": SwimConfig.lan, "local": SwimConfig.local}
+# Servers announce themselves in their gossip meta, as Consul's servers carry serf tag
+# ``role=consul``; ``Member.server`` is derived from it.
+SERVER_META_KEY = "role"
+SERVER_META_VALUE = "server"
+
+
+def _parse_keys(key: str | bytes | Sequence[str | bytes] | None) -> Keyring | None:
+    if key is None:
+        return None
+    keys = [key] if isinstance(key, str | bytes) else list(key)
+    if not keys:
+        raise ConfigError("key: an empty key list; pass None to disable encryption")
+    return Keyring([parse_key(k) for k in keys])
+
+
+def _check_meta(meta: Mapping[str, str] | None) -> dict[str, str]:
+    out = dict(meta or {})
+    for k, v in out.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ConfigError(f"meta must map strings to strings; got {k!r}: {v!r}")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in out.items())
+    if size > MAX_META_BYTES:
+        raise ConfigError(f"meta is {size} bytes encoded; the limit is {MAX_META_BYTES}")
+    return out
+
+
+def _check_name(name: str | None) -> str:
+    name = socket.gethostname() if name is None else name
+    if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(f"name must be a non-empty string of at most {MAX_NAME_BYTES} bytes")
+    return name
+
+
+class Mesh:
+    """One peer.  See the module docstring and ``docs/`` for the whole story."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        bind: str = "127.0.0.1:7946",
+        *,
+        advertise: str | None = None,
+        join: Sequence[str] = (),
+        key: str | bytes | Sequence[str | bytes] | None = None,
+        cluster: str = "",
+        server: bool = False,
+        meta: Mapping[str, str] | None = None,
+        mdns: bool = False,
+        profile: str = "lan",
+        config: SwimConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.name = _check_name(name)
+        self._bind = parse_hostport(bind, what="bind", allow_port_zero=True)
+        if not is_ip(self._bind[0]):
+            raise ConfigError(f"bind {bind!r}: the host must be an IP address to bind to")
+        self._advertise = None if advertise is None else parse_hostport(advertise, what="advertise")
+        if isinstance(join, str):
+            raise ConfigError("join must be a list of 'host:port' strings, not one string")
+        self._seeds = [parse_hostport(j, what="join address") for j in join]
+        self._keyring = _parse_keys(key)
+        if not isinstance(cluster, str) or len(cluster.encode()) > 255:
+            raise ConfigError("cluster must be a string of at most 255 bytes")
+        self.cluster = cluster
+        self.server = bool(server)
+        self._meta = _check_meta(meta)
+        if config is None:
+            if profile not in PROFILES:
+                known = ", ".join(sorted(PROFILES))
+                raise ConfigError(f"profile {profile!r} is unknown; expected one of: {known}")
+            config = PROFILES[profile]()
+        self.config = config
+        self._mdns_enabled = mdns
+        self._rng = random.Random(seed)
+        self._driver: Driver | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._addr: ev.Addr | None = None
+        self._left = False
+        self._closed = False
+        self._mdns: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        """Bind, start the loop and begin joining.  Raises ``OSError`` if the bind fails."""
+        if self._tg is not None or self._closed:
+            raise RuntimeError("this Mesh has already been started; a Mesh runs once")
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._start(self._tg)
+        except BaseException:
+            # Nothing runs in the group yet that could fail: end it cleanly and let the
+            # caller see the bind error itself, not an exception group around it.
+            await self.close()
+            await self._tg.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        assert self._tg is not None
+        cancelled = exc_info[0] is not None and issubclass(
+            exc_info[0], anyio.get_cancelled_exc_class()
+        )
+        try:
+            if not cancelled:
+                await self.leave()
+            await self.close()
+        except BaseException as exc:
+            await self.close()
+            await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return await self._tg.__aexit__(*exc_info)
+
+    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+        transport = await Transport.bind(*self._bind)
+        self._addr = self._advertise or _advertise_for(transport.local)
+        now = anyio.current_time()
+        meta = self._gossip_meta()
+        core = SwimCore(self.name, self._addr, self.config, self._rng, now, meta=meta)
+        sealer = Sealer(self._keyring, self.cluster)
+        keyring = self._keyring
+        handler = (lambda pt: apply_request(keyring, pt)) if keyring is not None else _no_keyring
+        timeout_s = self.config.tcp_timeout_s
+        self._driver = Driver(
+            core, transport, sealer, handler, name=self.name, tcp_timeout_s=timeout_s
+        )
+        await tg.start(self._driver.run)
+        if self._seeds:
+            self._driver.spawn(self._join_loop)
+        if self._mdns_enabled:
+            self._start_mdns()
+        log.info(
+            "mesh started: name=%s address=%s cluster=%r encryption=%s",
+            self.name,
+            self.address,
+            self.cluster,
+            "on" if self._keyring is not None else "off",
+        )
+
+    async def leave(self) -> None:
+        """Tell the mesh we are going (others record *left*, not *dead*); idempotent."""
+        if self._left or self._closed:
+            return
+        driver = self._running()
+        self._left = True
+        driver.feed(ev.LeaveRequested())
+        with anyio.move_on_after(self.config.leave_propagate_s):
+            await driver.wait_for(lambda: driver.core.pending_broadcasts() == 0)
+
+    async def close(self) -> None:
+        """Stop without leaving (others will notice a failure); idempotent.
+
+        Safe to call in any order across several meshes: the sockets close and the tasks
+        stop here; the ``async with`` block itself ends where it was written.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        # Shielded: a close interrupted half-way would leak sockets and a thread.  Every
+        # step is bounded (mDNS goodbyes take at most a few seconds).
+        with anyio.CancelScope(shield=True):
+            if self._mdns is not None:
+                mdns, self._mdns = self._mdns, None
+                await anyio.to_thread.run_sync(mdns.close)
+            if self._driver is not None:
+                for watcher in list(self._driver.watchers):
+                    watcher.close()
+                await self._driver.stop()
+                await self._driver.transport.aclose()
+
+    # ------------------------------------------------------------------ membership
+
+    @property
+    def address(self) -> str:
+        """The ``host:port`` other peers reach us at (the real port when bound to 0)."""
+        if self._addr is None:
+            raise NotRunningError("the mesh is not started; use `async with Mesh(...)`")
+        return format_hostport(*self._addr)
+
+    def members(self) -> list[ev.Member]:
+        """Every member this peer knows, itself included, sorted by name."""
+        return [self._public(m) for m in self._running().core.members()]
+
+    async def watch_members(self) -> AsyncIterator[ev.MemberEvent]:
+        """Yield every membership change from now on, until the mesh closes."""
+        driver = self._running()
+        tx, rx = anyio.create_memory_object_stream[ev.MemberEvent](WATCH_BUFFER)
+        driver.watchers.add(tx)
+        try:
+            async with rx:
+                async for event in rx:
+                    yield ev.MemberEvent(event.kind, self._public(event.member))
+        finally:
+            driver.watchers.discard(tx)
+            tx.close()
+
+    async def set_meta(self, meta: Mapping[str, str]) -> None:
+        """Replace this peer's meta; gossiped with a new incarnation."""
+        self._meta = _check_meta(meta)
+        self._running().feed(ev.MetaChanged(self._gossip_meta()))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: packets and bytes, drops by reason, probes, suspicions, ..."""
+        driver = self._running()
+        return {**driver.core.stats, **driver.stats}
+
+    # ------------------------------------------------------------------ keyring
+
+    async def keyring_list(self) -> KeyringResult:
+        return await self._keyring_op("list", None)
+
+    async def keyring_install(self, key: str | bytes) -> KeyringResult:
+        return await self._keyring_op("install", key)
+
+    async def keyring_use(self, key: str | bytes) -> KeyringResult:
+        return await self._keyring_op("use", key)
+
+    async def keyring_remove(self, key: str | bytes) -> KeyringResult:
+        return await self._keyring_op("remove", key)
+
+    async def _keyring_op(self, op: str, key: str | bytes | None) -> KeyringResult:
+        driver = self._running()
+        if self._keyring is None:
+            raise ConfigError("this mesh runs without encryption: start it with key=... to rotate")
+        peers = [(m.name, (m.address, m.port)) for m in driver.alive_peers()]
+        timeout_s = self.config.tcp_timeout_s
+
+        async def request(addr: ev.Addr, payload: bytes) -> bytes | None:
+            return await driver.request(addr, payload, timeout_s)
+
+        return await fan_out(self._keyring, op, key, self.name, peers, request)
+
+    # ------------------------------------------------------------------ internals
+
+    def _running(self) -> Driver:
+        if self._driver is None or self._closed:
+            raise NotRunningError("the mesh is not running; use `async with Mesh(...)` first")
+        return self._driver
+
+    def _gossip_meta(self) -> dict[str, str]:
+        if not self.server:
+            return dict(self._meta)
+        return {**self._meta, SERVER_META_KEY: SERVER_META_VALUE}
+
+    def _public(self, m: ev.Member) -> ev.Member:
+        return attrs.evolve(m, server=m.meta.get(SERVER_META_KEY) == SERVER_META_VALUE)
+
+    async def _join_loop(self) -> None:
+        driver = self._running()
+        for attempt in range(1_000_000):  # bounded only by the mesh's lifetime in practice
+            seeds = await self._resolve_seeds()
+            if seeds:
+                driver.feed(ev.JoinRequested(tuple(seeds)))
+                with anyio.move_on_after(self.config.tcp_timeout_s):
+                    await driver.wait_for(lambda: bool(driver.alive_peers()))
+            if driver.alive_peers():
+                log.info(
+                    "joined the mesh through %s", ", ".join(format_hostport(*a) for a in seeds)
+                )
+                return
+            delay = backoff_s(attempt) * (0.8 + 0.4 * self._rng.random())
+            log.warning(
+                "join: no seed answered (%s); retrying in %.1fs",
+                ", ".join(format_hostport(*s) for s in self._seeds),
+                delay,
+            )
+            await anyio.sleep(delay)
+
+    async def _resolve_seeds(self) -> list[ev.Addr]:
+        out: list[ev.Addr] = []
+        for host, port in self._seeds:
+            if is_ip(host):
+                out.append((host, port))
+                continue
+            try:
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.warning("join: cannot resolve %s: %s", host, exc)
+                continue
+            out.extend((str(info[4][0]), port) for info in infos)
+        return [a for a in dict.fromkeys(out) if a != self._addr]
+
+    def _start_mdns(self) -> None:
+        from meshlite._mdns import MdnsDiscovery  # zeroconf is only imported when asked for
+
+        token = anyio.lowlevel.current_token()
+        assert self._addr is not None
+
+        def found(addr: ev.Addr) -> None:  # runs on zeroconf's thread
+            with contextlib.suppress(RuntimeError):  # our loop is gone: the mesh is closing
+                anyio.from_thread.run_sync(self._on_mdns_peer, addr, token=token)
+
+        self._mdns = MdnsDiscovery(self.name, self._addr, self.cluster, found)
+        self._mdns.start()
+
+    def _on_mdns_peer(self, addr: ev.Addr) -> None:
+        driver = self._driver
+        if driver is None or self._left:
+            return
+        known = {(m.address, m.port) for m in driver.alive_peers()}
+        if addr not in known and addr != self._addr:
+            log.info("mdns: found peer at %s; joining", format_hostport(*addr))
+            driver.feed(ev.JoinRequested((addr,)))
+
+
+def _no_keyring(_plaintext: bytes) -> bytes:
+    from meshlite._core.wire import KeyringResponse, encode_message
+
+    return encode_message(KeyringResponse(False, "this peer runs without encryption", []))
+
+
+def _advertise_for(local: ev.Addr) -> ev.Addr:
+    """Bound to every interface: advertise this host's private address, as memberlist's
+    ``GetPrivateIP`` does (loopback only when there is nothing else)."""
+    host, port = local
+    if not ipaddress.ip_address(host).is_unspecified:
+        return local
+    want = 6 if ":" in host else 4
+    found = [
+        ipaddress.ip_address(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+    ]
+    usable = [a for a in found if a.version == want and not a.is_loopback and not a.is_link_local]
+    usable.sort(key=lambda a: not a.is_private)
+    return (str(usable[0]) if usable else "127.0.0.1" if want == 4 else "::1", port)
