@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 import attrs
 import ifaddr
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from meshlite._addr import format_hostport, is_ip, parse_hostport
 from meshlite._core import events as ev
@@ -117,7 +118,8 @@ class Mesh:
             config = PROFILES[profile]()
         self.config = config
         self._mdns_enabled = mdns
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # the core's, so a seeded peer's choices replay
+        self._jitter = random.Random()  # join backoff jitter: not part of the core's replay
         self._driver: Driver | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._addr: ev.Addr | None = None
@@ -176,7 +178,7 @@ class Mesh:
             self._driver.spawn(self._join_loop)
         if self._mdns_enabled:
             self._start_mdns()
-        log.info(
+        log.debug(
             "mesh started: name=%s address=%s cluster=%r encryption=%s",
             self.name,
             self.address,
@@ -189,10 +191,16 @@ class Mesh:
         if self._left or self._closed:
             return
         driver = self._running()
-        self._left = True
-        driver.feed(ev.LeaveRequested())
+        others_alive = bool(driver.alive_peers())
+        driver.feed(ev.LeaveRequested())  # a repeat after a cancelled leave is harmless
         with anyio.move_on_after(self.config.leave_propagate_s):
             await driver.wait_for(lambda: driver.core.pending_broadcasts() == 0)
+        if others_alive:
+            # Serf's LeavePropagateDelay: stay up a little after the goodbye went out, so
+            # probes already in flight are answered and peers hear "left" before they can
+            # suspect us (without it a loaded peer may record "dead").  Alone: no one to tell.
+            await anyio.sleep(self.config.leave_propagate_s)
+        self._left = True  # only now: a cancelled leave can be completed by calling again
 
     async def close(self) -> None:
         """Stop without leaving (others will notice a failure); idempotent.
@@ -228,11 +236,23 @@ class Mesh:
         """Every member this peer knows, itself included, sorted by name."""
         return [self._public(m) for m in self._running().core.members()]
 
-    async def watch_members(self) -> AsyncIterator[ev.MemberEvent]:
-        """Yield every membership change from now on, until the mesh closes."""
+    def watch_members(self) -> AsyncIterator[ev.MemberEvent]:
+        """Every membership change from the moment of this call, until the mesh closes.
+
+        The subscription starts here, not at the first ``__anext__``, so no event that
+        happens between the call and the first iteration is missed.
+        """
         driver = self._running()
         tx, rx = anyio.create_memory_object_stream[ev.MemberEvent](WATCH_BUFFER)
         driver.watchers.add(tx)
+        return self._watch(driver, tx, rx)
+
+    async def _watch(
+        self,
+        driver: Driver,
+        tx: MemoryObjectSendStream[ev.MemberEvent],
+        rx: MemoryObjectReceiveStream[ev.MemberEvent],
+    ) -> AsyncIterator[ev.MemberEvent]:
         try:
             async with rx:
                 async for event in rx:
@@ -297,6 +317,8 @@ class Mesh:
         driver = self._running()
         for attempt in range(1_000_000):  # bounded only by the mesh's lifetime in practice
             seeds = await self._resolve_seeds()
+            if not seeds and all(is_ip(host) for host, _ in self._seeds):
+                return  # the only seed listed is this peer itself: nothing to join
             if seeds:
                 driver.feed(ev.JoinRequested(tuple(seeds)))
                 with anyio.move_on_after(self.config.tcp_timeout_s):
@@ -306,7 +328,7 @@ class Mesh:
                     "joined the mesh through %s", ", ".join(format_hostport(*a) for a in seeds)
                 )
                 return
-            delay = backoff_s(attempt) * (0.8 + 0.4 * self._rng.random())
+            delay = backoff_s(attempt) * (0.8 + 0.4 * self._jitter.random())
             log.warning(
                 "join: no seed answered (%s); retrying in %.1fs",
                 ", ".join(format_hostport(*s) for s in self._seeds),

@@ -1,0 +1,323 @@
+"""``meshlite agent`` configuration: config files (JSON or TOML, Consul's shape) plus flags.
+
+Theory of operation
+-------------------
+Consul's agent reads any number of config files (``-config-file``, ``-config-dir``) and then
+its flags; a later source replaces an earlier one's single values and adds to its lists and
+maps (Consul ``agent/config/merge.go``: slices append, maps merge).  We do the same in two
+steps.  Each source becomes a *layer*: a flat dict of fields (``bind_host``, ``bind_port``,
+``join``, ...) produced by one table, :data:`_SETTINGS`, that knows every accepted name —
+ours and Consul's aliases — its expected shape, and which fields it sets.  Consul's split
+addresses fit that way: ``bind_addr`` sets only ``bind_host`` and ``ports.serf_lan`` only
+``bind_port``.  :func:`merge` then folds the layers, files in order and flags last, into a
+frozen :class:`AgentConfig`; :meth:`AgentConfig.mesh_kwargs` gives the ``Mesh(...)`` arguments.
+
+Strictness is the point.  An unknown setting is an error with a difflib suggestion; a
+mistyped one names the file, the setting and what was expected; a Consul setting meshlite
+has no counterpart for gets a hint instead of a bare "unknown".  Two names for one thing in
+one file (``name`` and ``node_name``) is an error rather than a silent pick.  The parsers
+(``_agent_parse``) are shared by files and flags, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from meshlite._addr import format_hostport
+from meshlite._agent_parse import (
+    HTTP_PORT,
+    SERF_PORT,
+    SETTINGS,
+    BadValueError,
+    Fields,
+    parse_meta_flag,
+    show,
+)
+from meshlite.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "AgentConfigError",
+    "Layer",
+    "flags_layer",
+    "layer_from_mapping",
+    "load_dir",
+    "load_file",
+    "merge",
+]
+
+DNS_PORT = 8600  # Consul's DNS port, so a resolver config written for Consul still fits
+# Fields that add up across layers (and within one file) instead of being replaced.
+_JOINED_FIELDS = frozenset({"join"})
+_MERGED_FIELDS = frozenset({"meta"})
+
+# Consul settings with no meshlite counterpart (yet): say so instead of "unknown setting".
+_CONSUL_HINTS = {
+    "datacenter": 'use "cluster" (a label peers must share) instead',
+    "client_addr": 'use "http" and "dns" ("host:port") instead',
+    "ui": "the web UI is not available yet",
+    "ui_config": "the web UI is not available yet",
+    "ui_dir": "the web UI is not available yet",
+    "service": "registering services from a config file is not available yet",
+    "services": "registering services from a config file is not available yet",
+    "check": "registering checks from a config file is not available yet",
+    "checks": "registering checks from a config file is not available yet",
+    "acl": "ACLs are not available yet",
+    "retry_interval": "meshlite retries joins with exponential backoff on its own",
+    "retry_max": "meshlite retries joins until one seed answers",
+    "leave_on_terminate": "meshlite always leaves gracefully on SIGTERM and SIGINT",
+    "skip_leave_on_interrupt": "meshlite always leaves gracefully on SIGTERM and SIGINT",
+    "encrypt_verify_incoming": "meshlite always verifies traffic when a key is set",
+    "encrypt_verify_outgoing": "meshlite always encrypts traffic when a key is set",
+}
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+class AgentConfigError(ConfigError):
+    """A config file or flag is malformed; the message names the source and the setting."""
+
+
+@attrs.frozen
+class Layer:
+    """One source's settings as fields, plus which setting set each (for conflict errors)."""
+
+    source: str  # the file path, or "flags"
+    fields: Fields = attrs.field(factory=dict)
+    owners: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class AgentConfig:
+    """The merged agent configuration (files, then flags)."""
+
+    name: str | None = None
+    bind: str = f"127.0.0.1:{SERF_PORT}"
+    advertise: str | None = None
+    join: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()  # base64; the first is the primary.  Never log these.
+    cluster: str = ""
+    server: bool = False
+    mdns: bool = False
+    meta: dict[str, str] = attrs.field(factory=dict)
+    profile: str = "lan"
+    log_level: str = "info"
+    log_json: bool = False
+    # Accepted and kept for later issues (Raft servers, HTTP API, DNS); unused so far.
+    data_dir: str | None = None
+    bootstrap_expect: int | None = None
+    http: str | None = None
+    dns: str | None = None
+    sources: tuple[str, ...] = ()  # the config files read, in order
+
+    def mesh_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``meshlite.Mesh(...)``."""
+        return {
+            "name": self.name,
+            "bind": self.bind,
+            "advertise": self.advertise,
+            "join": list(self.join),
+            "key": list(self.keys) or None,
+            "cluster": self.cluster,
+            "server": self.server,
+            "meta": dict(self.meta),
+            "mdns": self.mdns,
+            "profile": self.profile,
+        }
+
+    def reserved_in_use(self) -> list[str]:
+        """Settings given that no feature uses yet (the agent warns about each)."""
+        names = ("data_dir", "bootstrap_expect", "http", "dns")
+        return [n for n in names if getattr(self, n) is not None]
+
+
+# ------------------------------------------------------------------------------ layers
+
+
+def _label(source: str, setting: str) -> str:
+    if source == "flags":
+        return "--" + setting.replace("_", "-")
+    return f'{source}: setting "{setting}"'
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _unknown(source: str, name: str) -> AgentConfigError:
+    if name in _CONSUL_HINTS:
+        return AgentConfigError(
+            f'{source}: setting "{name}" is not supported by meshlite: {_CONSUL_HINTS[name]}'
+        )
+    return AgentConfigError(f'{source}: unknown setting "{name}"{_suggest(name, SETTINGS)}')
+
+
+def _add(layer: Layer, setting: str, value: Any) -> None:
+    if setting not in SETTINGS:
+        raise _unknown(layer.source, setting)
+    try:
+        fields = SETTINGS[setting](value)
+    except BadValueError as exc:
+        raise AgentConfigError(f"{_label(layer.source, exc.setting or setting)} {exc}") from None
+    for field, v in fields.items():
+        other = layer.owners.get(field)
+        if other is not None and field not in _JOINED_FIELDS and other != setting:
+            raise AgentConfigError(
+                f'{layer.source}: settings "{other}" and "{setting}" both set the same '
+                "thing; keep one"
+            )
+        layer.owners[field] = setting
+        if field in _JOINED_FIELDS:
+            v = (*layer.fields.get(field, ()), *v)
+        layer.fields[field] = v
+
+
+def layer_from_mapping(source: str, data: Mapping[str, Any]) -> Layer:
+    """Check every setting of one parsed file (or any mapping) into a layer."""
+    layer = Layer(source)
+    for name, value in data.items():
+        _add(layer, name, value)
+    return layer
+
+
+def flags_layer(values: Mapping[str, Any]) -> Layer:
+    """The layer from command-line flags: setting name -> value, ``None`` meaning not given.
+
+    ``meta`` is a list of ``"key=value"`` strings, ``join`` and ``key`` lists of strings.
+    """
+    layer = Layer("flags")
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name == "meta":
+            try:
+                value = dict(parse_meta_flag(item) for item in value)
+            except BadValueError as exc:
+                raise AgentConfigError(f"--meta {exc}") from None
+        _add(layer, name, value)
+    return layer
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f'the key "{k}" appears twice')
+        out[k] = v
+    return out
+
+
+def _parse_text(path: str, text: str) -> Any:
+    if path.endswith(".toml"):
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            msg = str(exc)
+            m = _TOML_POSITION.search(msg)
+            where = f"{path}:{m.group(1)}:{m.group(2)}" if m else path
+            raise AgentConfigError(
+                f"{where}: invalid TOML: {_TOML_POSITION.sub('', msg)}"
+            ) from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise AgentConfigError(
+            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
+        ) from None
+    except ValueError as exc:  # a duplicate key (no position from the hook)
+        raise AgentConfigError(f"{path}: invalid JSON: {exc}") from None
+
+
+def load_file(path: str) -> Layer:
+    """Read, parse and check one ``.json`` or ``.toml`` config file."""
+    if not path.endswith((".json", ".toml")):
+        raise AgentConfigError(f"{path}: a config file's name must end in .json or .toml")
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise AgentConfigError(f"{path}: cannot read: not UTF-8 text") from None
+    except OSError as exc:
+        raise AgentConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    data = _parse_text(path, text)
+    if not isinstance(data, dict):
+        raise AgentConfigError(f"{path}: must hold an object of settings, got {show(data)}")
+    return layer_from_mapping(path, data)
+
+
+def load_dir(path: str) -> list[Layer]:
+    """Every ``.json`` and ``.toml`` file in a directory, in name order (Consul's -config-dir)."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        raise AgentConfigError(f"{path}: cannot read directory: {exc.strerror or exc}") from None
+    files = [os.path.join(path, n) for n in names if n.endswith((".json", ".toml"))]
+    return [load_file(f) for f in files if os.path.isfile(f)]
+
+
+# ------------------------------------------------------------------------------ merge
+
+
+def _fold(layers: Sequence[Layer]) -> Fields:
+    out: Fields = {}
+    for layer in layers:
+        for field, value in layer.fields.items():
+            if field in _JOINED_FIELDS:
+                out[field] = tuple(dict.fromkeys((*out.get(field, ()), *value)))
+            elif field in _MERGED_FIELDS:
+                out[field] = {**out.get(field, {}), **value}
+            else:
+                out[field] = value
+    return out
+
+
+def _address(f: Fields, prefix: str, default_port: int) -> str | None:
+    host, port = f.get(f"{prefix}_host"), f.get(f"{prefix}_port")
+    if host is None and port is None:
+        return None
+    return format_hostport(host or "127.0.0.1", default_port if port is None else port)
+
+
+def _advertise(f: Fields, bind_port: int) -> str | None:
+    host, port = f.get("advertise_host"), f.get("advertise_port")
+    if host is None:
+        if port is not None:
+            raise AgentConfigError("an advertise port is set without an advertise address")
+        return None
+    port = bind_port if port is None else port
+    if port == 0:
+        raise AgentConfigError(
+            f'advertise address "{host}" has no port and the bind port is 0 (picked at '
+            'start); give the advertise address as "host:port"'
+        )
+    return format_hostport(host, port)
+
+
+def merge(layers: Sequence[Layer]) -> AgentConfig:
+    """Fold layers (files in order, flags last) into one :class:`AgentConfig`."""
+    f = _fold(layers)
+    bind_port: int = f.get("bind_port", SERF_PORT)
+    plain = ("name", "cluster", "server", "mdns", "profile", "log_level", "log_json")
+    reserved = ("data_dir", "bootstrap_expect")
+    return AgentConfig(
+        **{k: f[k] for k in (*plain, *reserved) if k in f},
+        bind=format_hostport(f.get("bind_host", "127.0.0.1"), bind_port),
+        advertise=_advertise(f, bind_port),
+        join=f.get("join", ()),
+        keys=f.get("keys", ()),
+        meta=f.get("meta", {}),
+        http=_address(f, "http", HTTP_PORT),
+        dns=_address(f, "dns", DNS_PORT),
+        sources=tuple(layer.source for layer in layers if layer.source != "flags"),
+    )
