@@ -32,6 +32,7 @@ digest and deduplicated by digest: delivered to the application once, re-gossipe
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections import Counter
 
@@ -39,7 +40,7 @@ from meshlite._core.awareness import Awareness
 from meshlite._core.broadcasts import RecentSet, TransmitLimitedQueue
 from meshlite._core.config import SwimConfig
 from meshlite._core.events import MemberEventKind, Status, UserMessage
-from meshlite._core.members import Entry, MemberTable, Verdict
+from meshlite._core.members import IGNORED, Entry, MemberTable, Verdict
 from meshlite._core.outbox import INFO, Outbox
 from meshlite._core.probe import Prober
 from meshlite._core.suspicion import Suspicion, suspicion_params
@@ -88,6 +89,9 @@ class Gossip:
         self._rng = rng
         self._stats = stats
         self._suspicions: dict[str, Suspicion] = {}
+        # min(deadline_s) of the suspicions, None once a change made it stale: asked after
+        # every input, it must not cost a walk over every suspect of a large mesh.
+        self._next_suspicion_s: float | None = math.inf
         self._recent_user = RecentSet(RECENT_USER_MESSAGES)
         self.next_gossip_s = now + rng.uniform(0.0, config.gossip_interval_s)
 
@@ -103,8 +107,10 @@ class Gossip:
         if self._implausible(msg.incarnation):
             return
         verdict = self._table.apply_alive(msg, now)
+        if verdict is IGNORED:  # old news, the common case: nothing to settle
+            return
         if verdict.accepted:
-            self._suspicions.pop(msg.node, None)
+            self._drop_suspicion(msg.node)
         self._settle(verdict, msg, out)
 
     def on_suspect(self, msg: Suspect, now: float, out: Outbox) -> None:
@@ -116,6 +122,7 @@ class Gossip:
         timer = self._suspicions.get(msg.node)
         if timer is not None:
             if timer.confirm(msg.sender, now):
+                self._next_suspicion_s = None
                 self._stats["suspicion_confirmations"] += 1
                 self.broadcast(node_key(msg.node), msg)
             return
@@ -130,7 +137,7 @@ class Gossip:
         entry = self._table.get(msg.node)
         if entry is None or msg.incarnation < entry.incarnation:
             return
-        self._suspicions.pop(msg.node, None)
+        self._drop_suspicion(msg.node)
         self._settle(self._table.apply_dead(msg, now), msg, out)
 
     def merge(self, nodes: tuple[NodeState, ...], now: float, out: Outbox) -> None:
@@ -138,7 +145,10 @@ class Gossip:
         me = self._table.local_name
         for n in nodes:
             if n.state == Status.ALIVE:
-                self.on_alive(Alive(n.incarnation, n.name, n.addr, n.meta), now, out)
+                # Most of a peer's state is what we know already: skip building its
+                # message (on_alive would ignore it).
+                if not self._table.is_old_alive(n.name, n.incarnation, n.addr):
+                    self.on_alive(Alive(n.incarnation, n.name, n.addr, n.meta), now, out)
             elif n.state == Status.LEFT:
                 self.on_dead(Dead(n.incarnation, n.name, n.name), now, out)
             elif n.state in (Status.DEAD, Status.SUSPECT):
@@ -183,13 +193,24 @@ class Gossip:
             self._cfg.probe_interval_s,
         )
         self._suspicions[msg.node] = Suspicion.start(msg.sender, k, min_s, max_s, now)
+        self._next_suspicion_s = None
+
+    def _drop_suspicion(self, name: str) -> None:
+        if self._suspicions.pop(name, None) is not None:
+            self._next_suspicion_s = None
 
     def next_suspicion_s(self) -> float:
-        return min((s.deadline_s for s in self._suspicions.values()), default=float("inf"))
+        if self._next_suspicion_s is None:
+            deadlines = (s.deadline_s for s in self._suspicions.values())
+            self._next_suspicion_s = min(deadlines, default=math.inf)
+        return self._next_suspicion_s
 
     def expire_suspicions(self, now: float, out: Outbox) -> None:
         """Declare dead every suspect whose timer ran out (memberlist ``suspectTimeout``)."""
+        if now < self.next_suspicion_s():
+            return
         due = [n for n, s in self._suspicions.items() if now >= s.deadline_s]
+        self._next_suspicion_s = None
         for name in due:
             timer = self._suspicions.pop(name)
             entry = self._table.get(name)
@@ -203,6 +224,7 @@ class Gossip:
 
     def forget_suspicions(self) -> None:
         self._suspicions.clear()
+        self._next_suspicion_s = math.inf
 
     # ------------------------------------------------------------------ user messages
 

@@ -34,6 +34,7 @@ forgets them.  The table is pure: time is an argument, changes come back as
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 
@@ -52,6 +53,8 @@ __all__ = ["IGNORED", "Entry", "MemberTable", "Verdict", "fmt_addr"]
 CONFLICTS_REMEMBERED = 256
 
 _GONE = (Status.DEAD, Status.LEFT)
+# str(status), looked up: every membership event renders one.
+_STATUS_NAMES = {s: str(s) for s in Status}
 
 
 @attrs.define
@@ -64,10 +67,12 @@ class Entry:
     status: Status
     meta: dict[str, str]
     state_change_s: float
+    order_index: int = -1  # where the table's _order list holds this name
 
     def to_member(self) -> Member:
         host, port = self.addr
-        return Member(self.name, host, port, str(self.status), self.incarnation, dict(self.meta))
+        status = _STATUS_NAMES[self.status]
+        return Member(self.name, host, port, status, self.incarnation, dict(self.meta))
 
     def node_state(self) -> NodeState:
         return NodeState(self.name, self.addr, self.incarnation, int(self.status), self.meta)
@@ -102,6 +107,9 @@ class MemberTable:
         self._entries: dict[str, Entry] = {}
         self._order: list[str] = []  # the names again, for O(1) random picks
         self._gone_since: dict[str, float] = {}  # dead/left peers -> state_change_s
+        # min(_gone_since.values()), None once a change made it stale: asked after every
+        # input, it must not cost a walk over every dead peer of a large mesh.
+        self._oldest_gone_s: float | None = math.inf
         self._conflicts = RecentSet(CONFLICTS_REMEMBERED)
         self._insert(Entry(name, addr, incarnation, Status.ALIVE, dict(meta), now))
 
@@ -151,9 +159,30 @@ class MemberTable:
 
     # ------------------------------------------------------------------ messages
 
+    def is_old_alive(self, name: str, incarnation: int, addr: Addr) -> bool:
+        """Whether an alive about ``name`` would be ignored as old news (see below)."""
+        entry = self._entries.get(name)
+        return (
+            entry is not None
+            and incarnation <= entry.incarnation
+            and addr == entry.addr
+            and name != self.local_name
+        )
+
     def apply_alive(self, msg: Alive, now: float) -> Verdict:
-        is_local = msg.node == self.local_name
         entry = self._entries.get(msg.node)
+        is_local = msg.node == self.local_name
+        # Old news about a peer at the address we know: each broadcast reaches every peer
+        # about retransmit_limit times and only the first is news, so this is most
+        # messages of a busy mesh.  The rules below would ignore it too; decide it first
+        # (is_old_alive, written out: this runs for every message received).
+        if (
+            entry is not None
+            and msg.incarnation <= entry.incarnation
+            and msg.addr == entry.addr
+            and not is_local
+        ):
+            return IGNORED
         if is_local and self.leaving:
             return IGNORED
         if entry is None:
@@ -240,10 +269,12 @@ class MemberTable:
         """When the oldest dead/left peer is due to be forgotten (``None``: nobody)."""
         if not self._gone_since:
             return None
-        return min(self._gone_since.values()) + keep_s
+        return self._oldest_gone() + keep_s
 
     def reap(self, now: float, keep_s: float) -> list[MemberEvent]:
         """Forget peers dead or left for ``keep_s``; their ``REAP`` events."""
+        if not self._gone_since or self._oldest_gone() + keep_s > now:
+            return []
         due = [n for n, since in self._gone_since.items() if since + keep_s <= now]
         events = []
         for name in due:
@@ -292,20 +323,39 @@ class MemberTable:
         entry.status = status
         entry.state_change_s = now
         if status in _GONE and entry.name != self.local_name:
-            self._gone_since[entry.name] = now
+            self._set_gone(entry.name, now)
         else:
-            self._gone_since.pop(entry.name, None)
+            self._set_gone(entry.name, None)
+
+    def _set_gone(self, name: str, since: float | None) -> None:
+        """Record (or, with ``None``, forget) when ``name`` died or left."""
+        old = self._gone_since.pop(name, None)
+        if since is not None:
+            self._gone_since[name] = since
+        oldest = self._oldest_gone_s
+        if oldest is not None and (old is None or old > oldest):
+            self._oldest_gone_s = oldest if since is None else min(oldest, since)
+        else:  # the oldest may be gone: find it again when asked
+            self._oldest_gone_s = None
+
+    def _oldest_gone(self) -> float:
+        if self._oldest_gone_s is None:
+            self._oldest_gone_s = min(self._gone_since.values(), default=math.inf)
+        return self._oldest_gone_s
 
     def _insert(self, entry: Entry) -> None:
         self._entries[entry.name] = entry
+        entry.order_index = len(self._order)
         self._order.append(entry.name)
 
     def _remove(self, name: str) -> Entry:
+        """Forget ``name``: the last name of ``_order`` takes its place (O(1))."""
         entry = self._entries.pop(name)
-        self._gone_since.pop(name, None)
-        i = self._order.index(name)
-        self._order[i] = self._order[-1]
-        self._order.pop()
+        self._set_gone(name, None)
+        last = self._order.pop()
+        if last != name:
+            self._order[entry.order_index] = last
+            self._entries[last].order_index = entry.order_index
         return entry
 
 

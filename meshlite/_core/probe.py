@@ -149,7 +149,8 @@ class Prober:
 
     def note_member(self, name: str) -> None:
         """A member (re)appeared: put it at a random place in this round's order."""
-        pos = self._rng.randint(0, len(self._order))
+        # randint(0, n) without its extra call layer: the same single draw.
+        pos = self._rng.randrange(len(self._order) + 1)
         self._order.append(name)
         self._order[pos], self._order[-1] = self._order[-1], self._order[pos]
 

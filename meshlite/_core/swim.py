@@ -231,16 +231,17 @@ class SwimCore:
             self._on_message(msg, now, out)
 
     def _on_message(self, msg: Message, now: float, out: Outbox) -> None:
-        if isinstance(msg, Ping):
+        # Most common kinds first: piggybacked alives outnumber everything else.
+        if isinstance(msg, Alive):
+            self._gossip.on_alive(msg, now, out)
+        elif isinstance(msg, Ping):
             self._prober.on_ping(msg, out)
-        elif isinstance(msg, IndirectPing):
-            self._prober.on_indirect_ping(msg, now, out)
         elif isinstance(msg, Ack):
             self._prober.on_ack(msg, out)
+        elif isinstance(msg, IndirectPing):
+            self._prober.on_indirect_ping(msg, now, out)
         elif isinstance(msg, Nack):
             self._prober.on_nack(msg)
-        elif isinstance(msg, Alive):
-            self._gossip.on_alive(msg, now, out)
         elif isinstance(msg, Suspect):
             self._gossip.on_suspect(msg, now, out)
         elif isinstance(msg, Dead):
