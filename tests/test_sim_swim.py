@@ -307,3 +307,36 @@ def test_trace_does_not_depend_on_the_hash_seed() -> None:
         )
         digests.add(out.stdout.strip())
     assert len(digests) == 1, digests
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_long_partition_heals_by_itself_through_reconnect(seed: int) -> None:
+    """Serf's reconnect: past ``gossip_to_the_dead_s`` both sides have reaped each other,
+    yet each still remembers the failed members and retries one every
+    ``reconnect_interval_s``, so the mesh merges again with no rejoin from outside."""
+    n = 20
+    with replay_hint(seed):
+        c = SimCluster(n, seed)
+        converge(c)
+        names = c.live()
+        a, b = set(names[: n // 2]), set(names[n // 2 :])
+        c.network.partition([a, b])
+        c.run_for(max_suspicion_s(n // 2) + 2 * LAN.gossip_to_the_dead_s)
+        assert all(c.node(m).alive == a for m in a)
+        assert all(c.node(m).alive == b for m in b)
+        c.network.heal()
+        # One interval for an attempt to fall due, a few more for Serf's 1 - failed/alive
+        # skip (half the mesh failed: each peer tries with probability ~1).
+        converge(c, timeout_s=3 * LAN.reconnect_interval_s)
+        assert_identical_views(c)
+
+
+def test_graceful_leavers_are_not_reconnected() -> None:
+    """Members that left said goodbye: nobody retries them (only failures are)."""
+    with replay_hint(SEEDS[0]):
+        c = SimCluster(6, SEEDS[0])
+        converge(c)
+        leaver = c.live()[0]
+        c.leave(leaver)
+        c.run_for(LAN.gossip_to_the_dead_s + 3 * LAN.reconnect_interval_s)
+        assert all(c.node(n).core.stats.get("reconnects", 0) == 0 for n in c.live())

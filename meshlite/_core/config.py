@@ -56,6 +56,11 @@ class SwimConfig:
     udp_buffer_bytes: int = attrs.field(default=1400, validator=_positive)
     # How long a graceful leave waits for its broadcast to go out.
     leave_propagate_s: float = attrs.field(default=1.0, validator=_non_negative)
+    # Serf's ReconnectInterval / ReconnectTimeout: retry a failed (not left) member this
+    # often, for this long, so both halves of a partition longer than
+    # gossip_to_the_dead_s find each other again (reconnect.py).  0 disables.
+    reconnect_interval_s: float = attrs.field(default=30.0, validator=_non_negative)
+    reconnect_timeout_s: float = attrs.field(default=24 * 3600.0, validator=_non_negative)
 
     @classmethod
     def lan(cls) -> SwimConfig:
@@ -74,4 +79,5 @@ class SwimConfig:
             push_pull_interval_s=5.0,
             tcp_timeout_s=2.0,
             leave_propagate_s=0.3,
+            reconnect_interval_s=5.0,
         )

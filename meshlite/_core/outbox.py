@@ -44,7 +44,7 @@ def message_budget_bytes(name: str, udp_buffer_bytes: int) -> int:
 class Outbox:
     """Collects effects; assembles datagrams with piggybacked broadcasts."""
 
-    __slots__ = ("_budget_bytes", "_name", "_queue", "_stats", "effects")
+    __slots__ = ("_budget_bytes", "_name", "_queue", "_stats", "effects", "events")
 
     def __init__(
         self, name: str, budget_bytes: int, queue: TransmitLimitedQueue, stats: Counter[str]
@@ -54,6 +54,7 @@ class Outbox:
         self._stats = stats
         self._budget_bytes = budget_bytes
         self.effects: list[Effect] = []
+        self.events: list[MemberEvent] = []  # the MemberChanged ones again, for the core
 
     def send(self, dst: Addr, messages: Sequence[Message]) -> None:
         """One datagram to ``dst``: ``messages`` first, then broadcasts that fit."""
@@ -79,6 +80,7 @@ class Outbox:
 
     def event(self, event: MemberEvent) -> None:
         self.effects.append(MemberChanged(event))
+        self.events.append(event)
 
     def log(self, level: int, message: str) -> None:
         self.effects.append(Log(level, message))

@@ -26,9 +26,12 @@ HashiCorp memberlist's behaviour, split by concern:
   table (``members.py``), suspicion timers (``suspicion.py``), re-gossip through the
   transmit-limited queue (``broadcasts.py``) piggybacked on every datagram
   (``outbox.py``), and the gossip tick;
+* ``reconnect.py`` — Serf's reconnect: failed members are retried with a push/pull
+  every ``reconnect_interval_s`` so a partition outlasting ``gossip_to_the_dead_s``
+  still heals;
 * this module — the driver-facing surface: input dispatch, the timer schedule,
-  push/pull anti-entropy over streams (join, periodic, and answering peers), leave,
-  meta changes.
+  push/pull anti-entropy over streams (join, periodic, reconnect, and answering
+  peers), leave, meta changes.
 
 Network input is never trusted: anything that does not decode, or decodes to something
 unexpected, is dropped and counted in ``stats`` (``drop_*``); nothing raises.  Local
@@ -75,8 +78,9 @@ from meshlite._core.events import (
 )
 from meshlite._core.gossip import Gossip, node_key
 from meshlite._core.members import MemberTable, fmt_addr
-from meshlite._core.outbox import INFO, WARNING, Outbox, message_budget_bytes
+from meshlite._core.outbox import DEBUG, INFO, WARNING, Outbox, message_budget_bytes
 from meshlite._core.probe import Prober
+from meshlite._core.reconnect import Reconnector
 from meshlite._core.wire import (
     MAX_META_BYTES,
     MAX_NAME_BYTES,
@@ -123,6 +127,11 @@ class _Exchange:
 
     dst: Addr
     join: bool
+    reconnect: bool = False  # a retry of a failed member: failing is the expected outcome
+
+
+# Events after which a failed member is no longer retried: it is back, or it said goodbye.
+_BACK_OR_GONE = frozenset({MemberEventKind.JOIN, MemberEventKind.ALIVE, MemberEventKind.LEFT})
 
 
 class SwimCore:
@@ -159,6 +168,7 @@ class SwimCore:
         self._budget_bytes = message_budget_bytes(name, config.udp_buffer_bytes)
         interval_s = config.push_pull_interval_s
         self._next_push_pull_s = now + rng.uniform(0.0, interval_s) if interval_s > 0 else math.inf
+        self._reconnect = Reconnector(config.reconnect_interval_s, config.reconnect_timeout_s, now)
         # memberlist setAlive: our own alive goes out with the first datagrams.
         self._gossip.broadcast(node_key(name), self._table.local_alive())
 
@@ -192,6 +202,8 @@ class SwimCore:
             self._gossip.next_gossip_s,
             self._next_push_pull_s,
         )
+        if self._reconnect:
+            t = min(t, self._reconnect.next_attempt)
         reap_s = self._table.next_reap_s(self._cfg.gossip_to_the_dead_s)
         return t if reap_s is None else min(t, reap_s)
 
@@ -218,6 +230,8 @@ class SwimCore:
             self._user_broadcast(inp)
         else:
             raise TypeError(f"not a SWIM input: {inp!r}")
+        if out.events:
+            self._track_failures(out.events, now)
         return out.effects
 
     def _on_packet(self, inp: PacketReceived, now: float, out: Outbox) -> None:
@@ -262,6 +276,31 @@ class SwimCore:
         self._gossip.tick(now, out)
         if now >= self._next_push_pull_s:
             self._periodic_push_pull(now, out)
+        if self._reconnect and now >= self._reconnect.next_attempt:
+            self._reconnect_one(now, out)
+
+    # ------------------------------------------------------------------ reconnect
+
+    def _track_failures(self, events: list[MemberEvent], now: float) -> None:
+        """Serf remembers members that failed (not those that left) to retry them."""
+        if self._cfg.reconnect_interval_s <= 0:
+            return
+        for event in events:
+            kind, member = event.kind, event.member
+            if kind is MemberEventKind.DEAD:
+                if not self._reconnect:  # the first failure starts the schedule afresh
+                    self._reconnect.next_attempt = now + self._cfg.reconnect_interval_s
+                self._reconnect.failed(member.name, (member.address, member.port), now)
+            elif kind in _BACK_OR_GONE:
+                self._reconnect.forget(member.name)
+
+    def _reconnect_one(self, now: float, out: Outbox) -> None:
+        alive = sum(1 for e in self._table if e.status is Status.ALIVE)
+        dst = None if self._table.leaving else self._reconnect.attempt(now, alive, self._rng)
+        if dst is not None:
+            self._stats["reconnects"] += 1
+            out.log(DEBUG, f"Reconnecting to failed member at {fmt_addr(dst)}")
+            self._push_pull(dst, False, out, reconnect=True)
 
     # ------------------------------------------------------------------ streams
 
@@ -317,9 +356,16 @@ class SwimCore:
         return msg
 
     def _push_pull_failed(self, exchange: _Exchange, out: Outbox) -> None:
-        what = "Join through" if exchange.join else "Push/pull with"
+        what = (
+            "Join through"
+            if exchange.join
+            else "Reconnect to"
+            if exchange.reconnect
+            else "Push/pull with"
+        )
         self._stats["joins_failed" if exchange.join else "push_pulls_failed"] += 1
-        out.log(WARNING, f"{what} {fmt_addr(exchange.dst)} failed (no valid reply)")
+        level = DEBUG if exchange.reconnect else WARNING
+        out.log(level, f"{what} {fmt_addr(exchange.dst)} failed (no valid reply)")
 
     def _merge(self, msg: PushPull, now: float, out: Outbox) -> None:
         self._gossip.merge(msg.nodes, now, out)
@@ -330,9 +376,9 @@ class SwimCore:
         user_state = self._local_state() if self._local_state is not None else b""
         return encode_message(PushPull(join, self._table.node_states(), user_state))
 
-    def _push_pull(self, dst: Addr, join: bool, out: Outbox) -> None:
+    def _push_pull(self, dst: Addr, join: bool, out: Outbox, reconnect: bool = False) -> None:
         req_id = next(self._req_ids)
-        self._exchanges[req_id] = _Exchange(dst, join)
+        self._exchanges[req_id] = _Exchange(dst, join, reconnect)
         out.emit(SendStream(req_id, dst, self._encode_state(join), self._cfg.tcp_timeout_s))
 
     def _periodic_push_pull(self, now: float, out: Outbox) -> None:
