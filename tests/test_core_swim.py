@@ -468,7 +468,7 @@ _inputs = st.one_of(
 @given(st.lists(_inputs, max_size=30))
 def test_any_input_sequence_is_survived(inputs: list[tuple[str, object]]) -> None:
     core = make()
-    now = 0.0
+    now = last = 0.0  # last: the time of the latest input (time never runs backwards)
     for kind, value in inputs:
         if kind == "packet":
             core.handle(pkt("peer", *value), now)  # type: ignore[misc]
@@ -479,8 +479,15 @@ def test_any_input_sequence_is_survived(inputs: list[tuple[str, object]]) -> Non
             core.handle(StreamReceived(1, PEER, data), now)
         else:
             now += value  # type: ignore[operator]
-            while core.next_deadline() <= now:
-                core.handle(TimerFired(), core.next_deadline())
+        # An input may make a timer due at once (a confirmation shrinks a suspicion past
+        # its elapsed time; memberlist then fires immediately): run what is due, as the
+        # driver does, before checking that no deadline is left in the past.
+        for _ in range(1000):
+            if core.next_deadline() > now:
+                break
+            last = max(last, core.next_deadline())
+            core.handle(TimerFired(), last)
+        last = now
         me = core.member("me")
         assert me is not None and me.status == "alive" and me.address == ME[0]
         assert core.next_deadline() > now
