@@ -16,7 +16,10 @@ Strictness is the point.  An unknown setting is an error with a difflib suggesti
 mistyped one names the file, the setting and what was expected; a Consul setting meshlite
 has no counterpart for gets a hint instead of a bare "unknown".  Two names for one thing in
 one file (``name`` and ``node_name``) is an error rather than a silent pick.  The parsers
-(``_agent_parse``) are shared by files and flags, so both say the same thing.
+(``_agent_parse``) are shared by files and flags, so both say the same thing.  Consul's
+``service``/``services`` settings become :class:`~meshlite._agent_services.ServiceDefinition`
+values that add up across files (``_agent_services`` parses them; a service id defined
+twice is an error).
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ from meshlite._agent_parse import (
     parse_meta_flag,
     show,
 )
+from meshlite._agent_services import (
+    SERVICE_SETTINGS,
+    ServiceDefinition,
+    check_unique_ids,
+    parse_services,
+)
 from meshlite.errors import ConfigError
 
 __all__ = [
@@ -58,6 +67,8 @@ DNS_PORT = 8600  # Consul's DNS port, so a resolver config written for Consul st
 # Fields that add up across layers (and within one file) instead of being replaced.
 _JOINED_FIELDS = frozenset({"join"})
 _MERGED_FIELDS = frozenset({"meta"})
+# Service definitions add up across files too; duplicate ids are an error (see merge).
+_APPENDED_FIELDS = frozenset({"services"})
 
 # Consul settings with no meshlite counterpart (yet): say so instead of "unknown setting".
 _CONSUL_HINTS = {
@@ -66,10 +77,10 @@ _CONSUL_HINTS = {
     "ui": "the web UI is not available yet",
     "ui_config": "the web UI is not available yet",
     "ui_dir": "the web UI is not available yet",
-    "service": "registering services from a config file is not available yet",
-    "services": "registering services from a config file is not available yet",
-    "check": "registering checks from a config file is not available yet",
-    "checks": "registering checks from a config file is not available yet",
+    "check": 'a check belongs inside a service definition: "service": {"check": ...}',
+    "checks": 'checks belong inside a service definition: "service": {"checks": [...]}',
+    "enable_local_script_checks": "script checks (args) in local files always run",
+    "enable_script_checks": "script checks (args) in local files always run",
     "acl": "ACLs are not available yet",
     "retry_interval": "meshlite retries joins with exponential backoff on its own",
     "retry_max": "meshlite retries joins until one seed answers",
@@ -106,6 +117,7 @@ class AgentConfig:
     cluster: str = ""
     server: bool = False
     mdns: bool = False
+    mdns_publish: bool = False
     meta: dict[str, str] = attrs.field(factory=dict)
     profile: str = "lan"
     log_level: str = "info"
@@ -116,6 +128,8 @@ class AgentConfig:
     http: str | None = None
     dns: str | None = None
     sources: tuple[str, ...] = ()  # the config files read, in order
+    # "service"/"services" of every file, in reading order; registered once the mesh runs.
+    services: tuple[ServiceDefinition, ...] = ()
 
     def mesh_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``meshlite.Mesh(...)``."""
@@ -129,6 +143,7 @@ class AgentConfig:
             "server": self.server,
             "meta": dict(self.meta),
             "mdns": self.mdns,
+            "mdns_publish": self.mdns_publish,
             "profile": self.profile,
         }
 
@@ -157,25 +172,33 @@ def _unknown(source: str, name: str) -> AgentConfigError:
         return AgentConfigError(
             f'{source}: setting "{name}" is not supported by meshlite: {_CONSUL_HINTS[name]}'
         )
-    return AgentConfigError(f'{source}: unknown setting "{name}"{_suggest(name, SETTINGS)}')
+    known = (*SETTINGS, *SERVICE_SETTINGS)
+    return AgentConfigError(f'{source}: unknown setting "{name}"{_suggest(name, known)}')
+
+
+def _parse(source: str, setting: str, value: Any) -> Fields:
+    if setting in SERVICE_SETTINGS and source != "flags":
+        return {"services": parse_services(setting, value, source)}
+    if setting not in SETTINGS:
+        raise _unknown(source, setting)
+    return SETTINGS[setting](value)
 
 
 def _add(layer: Layer, setting: str, value: Any) -> None:
-    if setting not in SETTINGS:
-        raise _unknown(layer.source, setting)
     try:
-        fields = SETTINGS[setting](value)
+        fields = _parse(layer.source, setting, value)
     except BadValueError as exc:
         raise AgentConfigError(f"{_label(layer.source, exc.setting or setting)} {exc}") from None
     for field, v in fields.items():
         other = layer.owners.get(field)
-        if other is not None and field not in _JOINED_FIELDS and other != setting:
+        added = field in _JOINED_FIELDS | _APPENDED_FIELDS
+        if other is not None and not added and other != setting:
             raise AgentConfigError(
                 f'{layer.source}: settings "{other}" and "{setting}" both set the same '
                 "thing; keep one"
             )
         layer.owners[field] = setting
-        if field in _JOINED_FIELDS:
+        if added:
             v = (*layer.fields.get(field, ()), *v)
         layer.fields[field] = v
 
@@ -275,6 +298,8 @@ def _fold(layers: Sequence[Layer]) -> Fields:
         for field, value in layer.fields.items():
             if field in _JOINED_FIELDS:
                 out[field] = tuple(dict.fromkeys((*out.get(field, ()), *value)))
+            elif field in _APPENDED_FIELDS:
+                out[field] = (*out.get(field, ()), *value)
             elif field in _MERGED_FIELDS:
                 out[field] = {**out.get(field, {}), **value}
             else:
@@ -307,8 +332,10 @@ def _advertise(f: Fields, bind_port: int) -> str | None:
 def merge(layers: Sequence[Layer]) -> AgentConfig:
     """Fold layers (files in order, flags last) into one :class:`AgentConfig`."""
     f = _fold(layers)
+    check_unique_ids(f.get("services", ()))
     bind_port: int = f.get("bind_port", SERF_PORT)
-    plain = ("name", "cluster", "server", "mdns", "profile", "log_level", "log_json")
+    plain = ("name", "cluster", "server", "mdns", "mdns_publish", "profile", "log_level",
+             "log_json")  # fmt: skip
     reserved = ("data_dir", "bootstrap_expect")
     return AgentConfig(
         **{k: f[k] for k in (*plain, *reserved) if k in f},
@@ -320,4 +347,5 @@ def merge(layers: Sequence[Layer]) -> AgentConfig:
         http=_address(f, "http", HTTP_PORT),
         dns=_address(f, "dns", DNS_PORT),
         sources=tuple(layer.source for layer in layers if layer.source != "flags"),
+        services=f.get("services", ()),
     )

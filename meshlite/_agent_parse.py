@@ -221,6 +221,7 @@ SETTINGS: dict[str, Parser] = {
     "cluster": _text("cluster"),
     "server": _flag("server"),
     "mdns": _flag("mdns"),
+    "mdns_publish": _flag("mdns_publish"),
     "meta": _meta,
     "node_meta": _meta,
     "profile": _choice("profile", PROFILES, {}),

@@ -104,12 +104,17 @@ def default_mesh() -> Mesh:
     return state.mesh
 
 
-def call(fn: Any, *args: Any) -> Any:
-    """Run ``fn(*args)`` on the default mesh's loop (sync or async ``fn``) and return its result."""
+def portal() -> BlockingPortal:
+    """The portal onto the default mesh's event loop."""
     state = _state
     if state is None:
         raise NotRunningError("no default mesh: call meshlite.start(...) first")
-    return state.portal.call(fn, *args)
+    return state.portal
+
+
+def call(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` on the default mesh's loop (sync or async ``fn``) and return its result."""
+    return portal().call(fn, *args)
 
 
 def members() -> list[Member]:

@@ -97,6 +97,7 @@ class Driver:
         self.watchers: set[MemoryObjectSendStream[ev.MemberEvent]] = set()
         self.on_user_message: Callable[[bytes], None] | None = None
         self.on_user_state: Callable[[bytes, bool], None] | None = None
+        self.on_member: Callable[[ev.MemberEvent], None] | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -114,6 +115,11 @@ class Driver:
         finally:
             self._tg = None
             self.stopped.set()
+
+    async def start(self, fn: Callable[..., Coroutine[Any, Any, None]]) -> None:
+        """Run ``fn(task_status=...)`` as a task of the driver; return once it started."""
+        assert self._tg is not None, "driver not running"
+        await self._tg.start(fn)
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``fn`` as a task that lives and dies with the driver."""
@@ -155,6 +161,8 @@ class Driver:
             if slot is not None:
                 slot.set(effect.data)
         elif isinstance(effect, ev.MemberChanged):
+            if self.on_member is not None:
+                self.on_member(effect.event)
             self._publish(effect.event)
         elif isinstance(effect, ev.Log):
             log.log(effect.level, "%s", effect.message)

@@ -32,11 +32,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from meshlite._addr import format_hostport, is_ip, parse_hostport
 from meshlite._core import events as ev
 from meshlite._core.config import SwimConfig
+from meshlite._core.directory import Directory
 from meshlite._core.swim import SwimCore
 from meshlite._core.wire import MAX_META_BYTES, MAX_NAME_BYTES
 from meshlite._crypto import Keyring, Sealer, parse_key
 from meshlite._driver import WATCH_BUFFER, Driver, backoff_s
 from meshlite._keyring_ops import KeyringResult, apply_request, fan_out
+from meshlite._mesh_services import ServiceMethods
+from meshlite._services import Services
 from meshlite._transport import Transport
 from meshlite.errors import ConfigError, NotRunningError
 
@@ -78,7 +81,7 @@ def _check_name(name: str | None) -> str:
     return name
 
 
-class Mesh:
+class Mesh(ServiceMethods):
     """One peer.  See the module docstring and ``docs/`` for the whole story."""
 
     def __init__(
@@ -93,6 +96,7 @@ class Mesh:
         server: bool = False,
         meta: Mapping[str, str] | None = None,
         mdns: bool = False,
+        mdns_publish: bool = False,
         profile: str = "lan",
         config: SwimConfig | None = None,
         seed: int | None = None,
@@ -118,6 +122,9 @@ class Mesh:
             config = PROFILES[profile]()
         self.config = config
         self._mdns_enabled = mdns
+        self._mdns_publish = mdns_publish
+        self._services: Services | None = None
+        self._directory: Directory | None = None  # the services' index: discover's fast path
         self._rng = random.Random(seed)  # the core's, so a seeded peer's choices replay
         self._jitter = random.Random()  # join backoff jitter: not part of the core's replay
         self._driver: Driver | None = None
@@ -126,6 +133,7 @@ class Mesh:
         self._left = False
         self._closed = False
         self._mdns: Any = None
+        self._publisher: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,7 +173,22 @@ class Mesh:
         self._addr = self._advertise or _advertise_for(transport.local)
         now = anyio.current_time()
         meta = self._gossip_meta()
-        core = SwimCore(self.name, self._addr, self.config, self._rng, now, meta=meta)
+        services = Services(
+            self.name,
+            self._addr[0],
+            lambda broadcast: self._running().feed(broadcast),
+            lambda: [m.name for m in self._running().core.members()],
+            publisher=self._make_publisher(),
+        )
+        core = SwimCore(
+            self.name,
+            self._addr,
+            self.config,
+            self._rng,
+            now,
+            meta=meta,
+            local_state=services.directory.local_state,
+        )
         sealer = Sealer(self._keyring, self.cluster)
         keyring = self._keyring
         handler = (lambda pt: apply_request(keyring, pt)) if keyring is not None else _no_keyring
@@ -174,6 +197,11 @@ class Mesh:
             core, transport, sealer, handler, name=self.name, tcp_timeout_s=timeout_s
         )
         await tg.start(self._driver.run)
+        self._driver.on_user_message = services.on_broadcast
+        self._driver.on_user_state = services.on_state
+        self._driver.on_member = services.on_member
+        await self._driver.start(services.run)
+        self._services, self._directory = services, services.directory
         if self._seeds:
             self._driver.spawn(self._join_loop)
         if self._mdns_enabled:
@@ -214,6 +242,12 @@ class Mesh:
         # Shielded: a close interrupted half-way would leak sockets and a thread.  Every
         # step is bounded (mDNS goodbyes take at most a few seconds).
         with anyio.CancelScope(shield=True):
+            if self._services is not None:
+                self._services.close()
+                self._directory = None
+            if self._publisher is not None:
+                publisher, self._publisher = self._publisher, None
+                await anyio.to_thread.run_sync(publisher.close)  # goodbyes; bounded
             if self._mdns is not None:
                 mdns, self._mdns = self._mdns, None
                 await anyio.to_thread.run_sync(mdns.close)
@@ -349,6 +383,16 @@ class Mesh:
                 continue
             out.extend((str(info[4][0]), port) for info in infos)
         return [a for a in dict.fromkeys(out) if a != self._addr]
+
+    def _make_publisher(self) -> Any:
+        if not self._mdns_publish:
+            return None
+        from meshlite._mdns_publish import Publisher  # zeroconf only when asked for
+
+        assert self._addr is not None
+        # The advertised IP picks the interfaces to multicast on, as for mdns=True.
+        self._publisher = Publisher(self.name, self._addr[0])
+        return self._publisher
 
     def _start_mdns(self) -> None:
         from meshlite._mdns import MdnsDiscovery  # zeroconf is only imported when asked for

@@ -6,7 +6,10 @@ Theory of operation
 membership changes logged one line each (``Mesh.watch_members()``), SIGTERM/SIGINT leaving
 gracefully — others record *left*, not *dead* — before exiting 0.  Its settings come from
 config files (``--config-file``, ``--config-dir``; JSON or TOML in Consul's shape, see
-``meshlite._agent_config``) and then flags, which win.
+``meshlite._agent_config``) and then flags, which win.  Service definitions in those files
+(``"service"``/``"services"``, ``meshlite._agent_services``) are all read and checked
+before anything binds, and registered once the mesh runs: the agent starts with every
+service of its files or not at all.
 
 Failures are one line on stderr, ``meshlite: error: ...``, never a traceback: exit 2 for
 a usage error (argparse's convention: unknown flag, missing value), exit 1 for anything
@@ -29,6 +32,7 @@ from meshlite._agent_config import AgentConfig, Layer, flags_layer, load_dir, lo
 from meshlite.errors import ConfigError
 
 if TYPE_CHECKING:
+    from meshlite._agent_services import ServiceDefinition
     from meshlite._core.events import MemberEvent
     from meshlite._mesh import Mesh
 
@@ -71,11 +75,14 @@ _AGENT_FLAGS: tuple[tuple[tuple[str, ...], str | None, str, dict[str, Any]], ...
     (("--cluster",), "LABEL", "cluster label; peers with another label are refused", {}),
     (("--server",), None, "mark this peer as a server", _ON_OFF),
     (("--mdns",), None, "find peers on the LAN with mDNS", _ON_OFF),
+    (("--mdns-publish",), None, "publish registered services as DNS-SD "
+     "_<name>._tcp.local.", _ON_OFF),
     (("--profile",), "lan|local", "timing: lan (the default) or local (fast, loopback)", {}),
     (("--meta", "--node-meta"), "K=V", "gossiped metadata (repeatable)", _APPEND),
     (("--config-file",), "FILE", "JSON or TOML config file (repeatable; read in order)",
      {"dest": "config", "action": "append", "type": lambda v: ("file", v)}),
-    (("--config-dir",), "DIR", "read every .json and .toml file in DIR, in name order",
+    (("--config-dir",), "DIR", "read every .json and .toml file in DIR, in name order: "
+     "settings and service definitions (repeatable)",
      {"dest": "config", "action": "append", "type": lambda v: ("dir", v)}),
     (("--log-level",), "LEVEL", "trace, debug, info (the default), warn or error", {}),
     (("--log-json",), None, "log one JSON object per line", _ON_OFF),
@@ -119,8 +126,8 @@ def _run_keygen(_args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ agent
 
 _FLAG_SETTINGS = (
-    "name", "bind", "advertise", "join", "key", "cluster", "server", "mdns", "profile",
-    "meta", "log_level", "log_json", "data_dir", "bootstrap_expect", "http", "dns",
+    "name", "bind", "advertise", "join", "key", "cluster", "server", "mdns", "mdns_publish",
+    "profile", "meta", "log_level", "log_json", "data_dir", "bootstrap_expect", "http", "dns",
 )  # fmt: skip
 
 
@@ -139,10 +146,12 @@ def _run_agent(args: argparse.Namespace) -> int:
     import anyio
 
     from meshlite._agent_log import setup_logging
+    from meshlite._agent_services import preflight
     from meshlite._mesh import Mesh
 
     cfg = agent_config(args)
     mesh = Mesh(**cfg.mesh_kwargs())  # ConfigError here, before anything binds
+    preflight(cfg.services, mesh.name)  # and here: what register() would refuse later
     log = setup_logging(cfg.log_level, as_json=cfg.log_json)
     try:
         anyio.run(_agent, mesh, cfg, log, backend="asyncio")
@@ -166,6 +175,7 @@ async def _agent(mesh: Mesh, cfg: AgentConfig, log: logging.Logger) -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_log_members, mesh, log)  # registers before any packet is read
                 _log_started(mesh, cfg, log)
+                await _register_services(mesh, cfg.services, log)
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     extra = fields(event="signal", signal=name)
@@ -189,8 +199,10 @@ def _log_started(mesh: Mesh, cfg: AgentConfig, log: logging.Logger) -> None:
         server=cfg.server,
         profile=cfg.profile,
         mdns=cfg.mdns,
+        mdns_publish=cfg.mdns_publish,
         join=list(cfg.join),
         config_files=list(cfg.sources),
+        services=[d.service_id for d in cfg.services],
     )
     log.info("agent started", extra=info)
     if not cfg.keys:
@@ -205,6 +217,26 @@ def _log_started(mesh: Mesh, cfg: AgentConfig, log: logging.Logger) -> None:
             setting,
             extra=fields(event="warning", setting=setting),
         )
+
+
+async def _register_services(
+    mesh: Mesh, definitions: Sequence[ServiceDefinition], log: logging.Logger
+) -> None:
+    from meshlite._agent_log import fields
+
+    for d in definitions:
+        instance = await mesh.register(d.name, d.port, **d.register_kwargs())
+        info = fields(
+            event="register",
+            service=instance.service,
+            id=instance.id,
+            address=format_hostport(instance.address, instance.port),
+            tags=list(instance.tags),
+            checks=len(d.checks),
+            status=str(instance.status),
+            source=str(d.source),
+        )
+        log.info("service registered", extra=info)
 
 
 async def _log_members(mesh: Mesh, log: logging.Logger) -> None:

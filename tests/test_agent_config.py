@@ -61,6 +61,7 @@ def test_good_json_with_our_names(tmp_path: Path) -> None:
         "cluster": "prod",
         "server": True,
         "mdns": True,
+        "mdns_publish": True,
         "meta": {"zone": "a"},
         "profile": "local",
         "log_level": "debug",
@@ -77,6 +78,7 @@ def test_good_json_with_our_names(tmp_path: Path) -> None:
         "server": True,
         "meta": {"zone": "a"},
         "mdns": True,
+        "mdns_publish": True,
         "profile": "local",
     }
     assert (cfg.log_level, cfg.log_json) == ("debug", True)

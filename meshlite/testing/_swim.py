@@ -32,6 +32,7 @@ from meshlite._core.events import (
     Log,
     Member,
     MemberChanged,
+    MemberEvent,
     MemberEventKind,
 )
 from meshlite.errors import ConfigError
@@ -104,6 +105,8 @@ class SwimNode:
         for eff in effects:
             if isinstance(eff, MemberChanged):
                 self._changed(eff, now)
+                for member_hook in cluster._member_hooks:
+                    member_hook(self.name, eff.event, now)
                 continue
             if isinstance(eff, Log) and eff.level >= logging.WARNING:
                 cluster.logs.append((now, self.name, eff.message))
@@ -175,6 +178,7 @@ class SimCluster:
         self.events: list[MemberRecord] = []
         self.logs: list[tuple[float, str, str]] = []
         self._hooks: list[Callable[[str, object, float], None]] = []
+        self._member_hooks: list[Callable[[str, MemberEvent, float], None]] = []
         self._join_seeds = join_seeds
         self._meta = meta
         self._local_state = local_state
@@ -299,6 +303,11 @@ class SimCluster:
         """Call ``fn(node_name, effect, now)`` for every effect other than ``MemberChanged``
         (``UserMessage``, ``UserStateMerged``, ``Log``, transport): for layers built on SWIM."""
         self._hooks.append(fn)
+
+    def add_member_hook(self, fn: Callable[[str, MemberEvent, float], None]) -> None:
+        """Call ``fn(node_name, event, now)`` for every membership change a peer reports
+        (the ``MemberChanged`` effects): for layers that follow node health."""
+        self._member_hooks.append(fn)
 
     def trace_digest(self) -> str:
         return self.sim.trace_digest()

@@ -1,0 +1,170 @@
+"""Service discovery state of one peer: the catalog plus node health, indexed for lookups.
+
+Theory of operation
+-------------------
+``discover("db")`` must cost about a dictionary lookup, so nothing is computed per call:
+for every service name the directory keeps two ready tuples of :class:`Instance` — all
+instances on live nodes, and the passing ones — sorted by (node, id).  They are rebuilt
+only for the names an input changed: a catalog record (broadcast, push/pull state, or our
+own publish/withdraw) or a node's SWIM status (a node that is dead, left or unknown takes
+all its instances out, as Consul's ``serfHealth`` check does).  Tag filters are computed on
+first use and cached until that name changes.
+
+Every rebuild that really changes a name's results bumps that name's version; the
+I/O layer wakes ``watch()`` subscribers only then (``changed`` sets returned here), so a
+watcher never wakes for a duplicate broadcast or a change to another service.
+
+Sans-I/O like the SWIM core: inputs with a ``now``, outputs as values (the records to
+broadcast); ``meshlite/_services.py`` drives it from the mesh's loop and the simulator
+(``meshlite.testing``) drives it in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from meshlite._core.catalog import Catalog, Record, decode_record, decode_state, encode_record
+from meshlite._core.events import MemberEvent, MemberEventKind, UserBroadcast
+from meshlite._core.wire import DecodeError
+from meshlite._health import Instance, Status
+
+__all__ = ["Directory", "broadcast_for"]
+
+_DOWN = frozenset({MemberEventKind.DEAD, MemberEventKind.LEFT, MemberEventKind.REAP})
+_GONE = frozenset({MemberEventKind.LEFT, MemberEventKind.REAP})
+_Key = tuple[str, str | None, bool]  # (name, tag, passing_only)
+
+
+def broadcast_for(record: Record) -> UserBroadcast:
+    """The SWIM user broadcast that carries ``record``; a newer record of the same key
+    replaces an older one still queued on the owner."""
+    return UserBroadcast(f"svc/{record.node}/{record.id}", encode_record(record))
+
+
+class Directory:
+    """Catalog + live nodes + the lookup index.  See the module docstring."""
+
+    def __init__(self, node: str, first_version: int) -> None:
+        self.catalog = Catalog(node, first_version)
+        self._up: set[str] = {node}
+        self._all: dict[str, tuple[Instance, ...]] = {}
+        self._passing: dict[str, tuple[Instance, ...]] = {}
+        self._filtered: dict[_Key, tuple[Instance, ...]] = {}
+        self.versions: dict[str, int] = {}
+        self.drops = 0  # undecodable catalog payloads from the network
+
+    # ------------------------------------------------------------------ lookups
+
+    def discover(
+        self, name: str, tag: str | None = None, passing_only: bool = True
+    ) -> tuple[Instance, ...]:
+        if tag is None:
+            return (self._passing if passing_only else self._all).get(name, ())
+        key = (name, tag, passing_only)
+        hit = self._filtered.get(key)
+        if hit is None:
+            base = (self._passing if passing_only else self._all).get(name, ())
+            hit = self._filtered[key] = tuple(i for i in base if tag in i.tags)
+        return hit
+
+    def names(self) -> list[str]:
+        """Service names with at least one instance on a live node, sorted."""
+        return sorted(self._all)
+
+    def node_up(self, node: str) -> bool:
+        return node in self._up
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_member(self, event: MemberEvent) -> set[str]:
+        """A SWIM membership event; the service names whose results changed."""
+        node = event.member.name
+        if event.kind in _DOWN:
+            self._up.discard(node)
+        else:
+            self._up.add(node)
+        names = self.catalog.names_of(node)
+        if event.kind in _GONE:
+            names |= self.catalog.forget_node(node)
+        return self._reindex(names)
+
+    def on_broadcast(self, payload: bytes, now: float) -> tuple[set[str], list[UserBroadcast]]:
+        """A record gossiped to us: (changed names, corrections to broadcast)."""
+        try:
+            record = decode_record(payload)
+        except DecodeError:
+            self.drops += 1
+            return set(), []
+        names, correction = self.catalog.apply(record, now)
+        fixes = [] if correction is None else [broadcast_for(correction)]
+        return self._reindex(names | _own_names(correction)), fixes
+
+    def on_state(self, state: bytes, now: float) -> tuple[set[str], list[UserBroadcast]]:
+        """A whole catalog from push/pull: (changed names, corrections to broadcast)."""
+        try:
+            records = decode_state(state)
+        except DecodeError:
+            self.drops += 1
+            return set(), []
+        names, corrections = self.catalog.merge_state(records, now)
+        for c in corrections:
+            names |= _own_names(c)
+        return self._reindex(names), [broadcast_for(c) for c in corrections]
+
+    def publish(self, record: Record, now: float) -> tuple[set[str], UserBroadcast]:
+        """Our own service, new or changed (health included)."""
+        before = self.catalog.get(record.node, record.id)
+        versioned = self.catalog.publish(record, now)
+        names = {record.name} | ({before.name} if before and not before.tombstone else set())
+        return self._reindex(names), broadcast_for(versioned)
+
+    def withdraw(self, service_id: str, now: float) -> tuple[set[str], UserBroadcast | None]:
+        before = self.catalog.get(self.catalog.node, service_id)
+        stone = self.catalog.withdraw(service_id, now)
+        if stone is None or before is None:
+            return set(), None
+        return self._reindex({before.name}), broadcast_for(stone)
+
+    def local_state(self) -> bytes:
+        return self.catalog.encode_state()
+
+    def expire(self, now: float, known_nodes: Iterable[str]) -> set[str]:
+        """Housekeeping: drop old tombstones, and records of nodes SWIM does not know."""
+        self.catalog.expire_tombstones(now)
+        known = set(known_nodes)
+        names: set[str] = set()
+        for node in self.catalog.nodes() - known:
+            names |= self.catalog.forget_node(node)
+        return self._reindex(names)
+
+    # ------------------------------------------------------------------ index
+
+    def _reindex(self, names: set[str]) -> set[str]:
+        changed = set()
+        for name in names:
+            live = sorted(
+                (r for r in self.catalog.by_name(name) if r.node in self._up),
+                key=lambda r: r.key,
+            )
+            everything = tuple(_instance(r) for r in live)
+            if everything == self._all.get(name, ()):
+                continue
+            changed.add(name)
+            self.versions[name] = self.versions.get(name, 0) + 1
+            for key in [k for k in self._filtered if k[0] == name]:
+                del self._filtered[key]
+            if everything:
+                self._all[name] = everything
+                self._passing[name] = tuple(i for i in everything if i.status is Status.PASSING)
+            else:
+                self._all.pop(name, None)
+                self._passing.pop(name, None)
+        return changed
+
+
+def _instance(r: Record) -> Instance:
+    return Instance(r.id, r.name, r.node, r.address, r.port, r.tags, r.meta, Status(r.status))
+
+
+def _own_names(record: Record | None) -> set[str]:
+    return {record.name} if record is not None and not record.tombstone else set()

@@ -1,0 +1,285 @@
+"""The services half of a peer: registrations, their checks, discovery and watches.
+
+Theory of operation
+-------------------
+A :class:`Services` lives inside a running :class:`~meshlite.Mesh` and is the only code
+that touches its sans-I/O :class:`~meshlite._core.directory.Directory`:
+
+* ``register`` validates a service, starts its checks (``_check_runner.py``) and publishes
+  the instance's record — aggregate status = the worst of its checks (Consul), passing
+  with no checks — as a SWIM user broadcast; every later status change of a check
+  republishes it with a new version.  ``deregister`` publishes a tombstone.
+* Records from peers arrive through the driver (``on_broadcast``, ``on_state`` for
+  push/pull) and SWIM membership events through ``on_member``; corrections the
+  directory asks for (refuting a stray record about us) go straight back out.
+* ``discover`` is the directory's ready tuple, copied into a list: no await, no I/O.
+* ``watch`` subscribers sleep on one event per service name, set only when that name's
+  results really changed; a subscriber compares what it last delivered with the current
+  results, so bursts coalesce into one delivery and nothing is missed.
+
+Everything runs on the mesh's event loop; nothing here blocks it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+
+from meshlite._addr import is_ip
+from meshlite._check_runner import CheckRunner
+from meshlite._core.catalog import MAX_RECORD_BYTES, Record, encode_record
+from meshlite._core.directory import Directory
+from meshlite._core.events import MemberEvent, UserBroadcast
+from meshlite._core.wire_checks import MAX_META_BYTES, MAX_NAME_BYTES
+from meshlite._health import CallableCheck, CheckSpec, Instance, Status, worst
+from meshlite.errors import ConfigError
+
+__all__ = ["Services"]
+
+log = logging.getLogger("meshlite")
+
+# How often old tombstones and records of nodes SWIM forgot are dropped.
+HOUSEKEEPING_INTERVAL_S = 60.0
+
+
+@attrs.define
+class _Local:
+    """One service registered on this peer."""
+
+    record: Record  # the fields; version and status are refreshed on publish
+    check_ids: list[str]
+
+
+class Services:
+    """Registrations, checks and discovery of one running mesh."""
+
+    def __init__(
+        self,
+        node: str,
+        address: str,
+        feed: Callable[[UserBroadcast], None],
+        known_nodes: Callable[[], Iterable[str]],
+        publisher: Any = None,
+    ) -> None:
+        self.node = node
+        self._known_nodes = known_nodes
+        self._address = address
+        self._feed = feed
+        self._publisher = publisher  # meshlite._mdns_publish.Publisher or None
+        self.directory = Directory(node, first_version=time.time_ns() // 1000)
+        self._local: dict[str, _Local] = {}
+        self._check_owner: dict[str, str] = {}  # check id -> service id
+        self._pending: dict[str, list[CallableCheck]] = {}  # decorator checks by name/id
+        self._wake: dict[str, anyio.Event] = {}
+        self._closed = False
+        self.runner = CheckRunner(self._on_check_change, self._on_deregister_due)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the checks and the housekeeping until cancelled."""
+        async with self.runner:
+            task_status.started()
+            while True:
+                await anyio.sleep(HOUSEKEEPING_INTERVAL_S)
+                self._housekeeping()
+
+    def close(self) -> None:
+        """Wake every watcher so it ends; later calls see an empty directory."""
+        self._closed = True
+        for event in self._wake.values():
+            event.set()
+
+    # ------------------------------------------------------------------ registration
+
+    def register(
+        self,
+        name: str,
+        port: int,
+        *,
+        id: str | None,
+        tags: Sequence[str],
+        meta: Mapping[str, str] | None,
+        address: str | None,
+        checks: Sequence[CheckSpec],
+    ) -> Instance:
+        sid = id if id is not None else name
+        record = _validated(self.node, sid, name, port, tags, meta, address or self._address)
+        if sid in self._local:
+            self._stop_checks(sid)
+        checks = [*checks, *self._pending.get(sid, ()), *self._pending.get(name, ())]
+        entry = _Local(record, [])
+        self._local[sid] = entry
+        for i, spec in enumerate(checks):
+            self._add_check(sid, spec, i, len(checks))
+        return self._publish(entry)
+
+    def deregister(self, service_id: str) -> None:
+        if service_id not in self._local:
+            raise ConfigError(f"no service with id {service_id!r} is registered on this peer")
+        self._stop_checks(service_id)
+        del self._local[service_id]
+        names, broadcast = self.directory.withdraw(service_id, anyio.current_time())
+        if broadcast is not None:
+            self._feed(broadcast)
+        if self._publisher is not None:
+            self._publisher.unpublish(service_id)
+        self._wake_names(names)
+
+    def add_callable_check(self, target: str, spec: CallableCheck) -> None:
+        """``@mesh.check(target)``: attach to the local instances whose id or name is
+        ``target`` now, and to any registered under it later."""
+        self._pending.setdefault(target, []).append(spec)
+        for sid, entry in list(self._local.items()):
+            if target in (sid, entry.record.name):
+                self._add_check(sid, spec, len(entry.check_ids), len(entry.check_ids) + 1)
+                self._publish(entry)
+
+    def local(self) -> list[Instance]:
+        """The services registered on this peer, as discovery reports them."""
+        return [self._instance(e) for e in self._local.values()]
+
+    def ttl_update(self, check_id: str, status: Status, note: str) -> None:
+        self.runner.ttl_update(check_id, status, note)
+
+    # ------------------------------------------------------------------ discovery
+
+    def discover(self, name: str, tag: str | None, passing_only: bool) -> list[Instance]:
+        return list(self.directory.discover(name, tag, passing_only))
+
+    async def watch(
+        self, name: str, tag: str | None, passing_only: bool
+    ) -> AsyncIterator[list[Instance]]:
+        last: tuple[Instance, ...] | None = None
+        while not self._closed:
+            event = self._wake.get(name)
+            if event is None:
+                event = self._wake[name] = anyio.Event()
+            current = self.directory.discover(name, tag, passing_only)
+            if current != last:
+                last = current
+                yield list(current)
+                continue
+            await event.wait()
+
+    # ------------------------------------------------------------------ from the network
+
+    def on_broadcast(self, payload: bytes) -> None:
+        names, fixes = self.directory.on_broadcast(payload, anyio.current_time())
+        self._settle(names, fixes)
+
+    def on_state(self, state: bytes, _join: bool) -> None:
+        names, fixes = self.directory.on_state(state, anyio.current_time())
+        self._settle(names, fixes)
+
+    def on_member(self, event: MemberEvent) -> None:
+        self._wake_names(self.directory.on_member(event))
+
+    def _settle(self, names: set[str], fixes: list[UserBroadcast]) -> None:
+        for fix in fixes:
+            log.info("catalog: refuting a stale record about this peer's services")
+            self._feed(fix)
+        self._wake_names(names)
+
+    # ------------------------------------------------------------------ internals
+
+    def _add_check(self, sid: str, spec: CheckSpec, index: int, count: int) -> None:
+        # Consul's ids: "service:<id>" for a lone check, "service:<id>:<n>" (from 1) for several.
+        check_id = f"service:{sid}" if count == 1 and index == 0 else f"service:{sid}:{index + 1}"
+        if check_id in self._check_owner:
+            check_id = f"service:{sid}:{index + 1}"
+        self._check_owner[check_id] = sid
+        self._local[sid].check_ids.append(check_id)
+        self.runner.add(check_id, spec)
+
+    def _stop_checks(self, sid: str) -> None:
+        for check_id in self._local[sid].check_ids:
+            self._check_owner.pop(check_id, None)
+            self.runner.remove(check_id)
+        self._local[sid].check_ids.clear()
+
+    def _status(self, entry: _Local) -> Status:
+        return worst(self.runner.state(c)[0] for c in entry.check_ids)
+
+    def _instance(self, entry: _Local) -> Instance:
+        r = entry.record
+        return Instance(
+            r.id, r.name, r.node, r.address, r.port, r.tags, r.meta, self._status(entry)
+        )
+
+    def _publish(self, entry: _Local) -> Instance:
+        status = self._status(entry)
+        record = attrs.evolve(entry.record, status=str(status))
+        names, broadcast = self.directory.publish(record, anyio.current_time())
+        self._feed(broadcast)
+        instance = self._instance(entry)
+        if self._publisher is not None:
+            self._publisher.publish(instance)
+        self._wake_names(names)
+        return instance
+
+    def _on_check_change(self, check_id: str, status: Status, output: str) -> None:
+        sid = self._check_owner.get(check_id)
+        if sid is None or sid not in self._local:
+            return
+        log.info("check %s is now %s: %s", check_id, status, output[:200])
+        self._publish(self._local[sid])
+
+    def _on_deregister_due(self, check_id: str) -> None:
+        sid = self._check_owner.get(check_id)
+        if sid is not None and sid in self._local:
+            log.warning("deregistering %s: check %s critical for too long", sid, check_id)
+            self.deregister(sid)
+
+    def _wake_names(self, names: set[str]) -> None:
+        for name in names:
+            event = self._wake.pop(name, None)
+            if event is not None:
+                event.set()
+
+    def _housekeeping(self) -> None:
+        names = self.directory.expire(anyio.current_time(), self._known_nodes())
+        self._wake_names(names)
+
+
+def _validated(
+    node: str,
+    sid: str,
+    name: str,
+    port: int,
+    tags: Sequence[str],
+    meta: Mapping[str, str] | None,
+    address: str,
+) -> Record:
+    for what, value in (("service name", name), ("service id", sid)):
+        if not isinstance(value, str) or not value or len(value.encode()) > MAX_NAME_BYTES:
+            raise ConfigError(
+                f"{what} must be a non-empty string of at most {MAX_NAME_BYTES} bytes, "
+                f"got {value!r}"
+            )
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"port must be an integer 0-65535, got {port!r}")
+    if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+        raise ConfigError(f"tags must be a list of strings, got {tags!r}")
+    meta = dict(meta or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ConfigError("service meta must map strings to strings")
+    if sum(len(k.encode()) + len(v.encode()) for k, v in meta.items()) > MAX_META_BYTES:
+        raise ConfigError(f"service meta is larger than {MAX_META_BYTES} bytes encoded")
+    if not isinstance(address, str) or not address or (":" in address and not is_ip(address)):
+        raise ConfigError(f"address must be a host name or IP address, got {address!r}")
+    record = Record(node, sid, 0, name, address, port, tuple(tags), meta)
+    if len(encode_record(record)) > MAX_RECORD_BYTES - 16:
+        raise ConfigError(
+            f"service {sid!r} takes more than {MAX_RECORD_BYTES} bytes on the wire "
+            "(fewer or shorter tags and meta)"
+        )
+    return record

@@ -1,0 +1,50 @@
+"""The examples run as their docstrings say: real processes, real HTTP, real mesh."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_flask_service_is_discovered_and_called_by_the_client() -> None:
+    mesh_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
+    env = {**os.environ, "MESHLITE_BIND": f"127.0.0.1:{mesh_port}", "MESHLITE_NAME": "flask-1"}
+    service = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "flask_service.py"), "--port", str(http_port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the HTTP port opens once Flask runs
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        client = subprocess.run(
+            [sys.executable, str(EXAMPLES / "discover_client.py"), "--join", env["MESHLITE_BIND"]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("MESHLITE_")},
+        )
+        assert client.returncode == 0, client.stderr
+        assert f"flask-1 127.0.0.1:{http_port} passing" in client.stdout
+        assert client.stdout.count("hello from") == 3
+    finally:
+        service.terminate()
+        service.wait(timeout=20)
