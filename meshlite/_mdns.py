@@ -101,6 +101,57 @@ def _validate(name: str, addr: tuple[str, int], cluster: str, interfaces: Any) -
         )
 
 
+async def open_zeroconf(
+    host: str, interfaces: list[str] | None, warn: Callable[[str], None]
+) -> tuple[AsyncZeroconf, Plan] | None:
+    """An AsyncZeroconf on the interfaces planned for ``host`` (``_mdns_plan``) and the
+    plan; on any failure ``warn(why)`` and None: mDNS is optional, the mesh runs on."""
+    try:
+        adapters = list(ifaddr.get_adapters())
+        plan = make_plan(host, interfaces, adapters, _down(adapters))
+    except OSError as exc:
+        warn(f"cannot list network interfaces ({exc})")
+        return None
+    problems = "; ".join(plan.problems)
+    if not plan.interfaces or not plan.advertise:
+        warn(f"no usable network interface{f' ({problems})' if problems else ''}")
+        return None
+    if problems:
+        log.warning("mDNS on %s: leaving out %s", host, problems)
+    version = {frozenset({4}): IPVersion.V4Only, frozenset({6}): IPVersion.V6Only}
+    try:
+        azc = AsyncZeroconf(
+            interfaces=list(plan.interfaces), ip_version=version.get(plan.families, IPVersion.All)
+        )
+        await azc.zeroconf.async_wait_for_start()
+    except Exception as exc:  # zeroconf raises OSError, RuntimeError and its own errors
+        warn(f"cannot open the mDNS sockets ({type(exc).__name__}: {exc})")
+        return None
+    if not getattr(azc.zeroconf.engine, "senders", True):
+        await azc.async_close()
+        warn("no interface accepted multicast")
+        return None
+    return azc, plan
+
+
+def stop_thread(
+    loop: asyncio.AbstractEventLoop | None,
+    stop: asyncio.Event | None,
+    thread: threading.Thread | None,
+    what: str,
+) -> None:
+    """Set ``stop`` on ``loop`` and join ``thread`` for at most ``CLOSE_TIMEOUT_S`` (+1 s)."""
+    if loop is not None and stop is not None:
+        # RuntimeError: the loop already finished, nothing left to stop.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stop.set)
+    if thread is None or thread is threading.current_thread():
+        return  # never started, or closed from its own thread: cannot join ourselves
+    thread.join(CLOSE_TIMEOUT_S + 1.0)
+    if thread.is_alive():
+        log.warning("%s did not stop within %.1f s", what, CLOSE_TIMEOUT_S)
+
+
 class MdnsDiscovery:
     """Advertise ``addr`` on the LAN and report peers of the same ``cluster`` to ``on_found``.
 
@@ -156,15 +207,7 @@ class MdnsDiscovery:
         with self._lock:
             self._closed = True
             loop, stop, thread = self._loop, self._stop, self._thread
-        if loop is not None and stop is not None:
-            # RuntimeError: the loop already finished, nothing left to stop.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if thread is None or thread is threading.current_thread():
-            return  # never started, or closed from inside on_found: cannot join ourselves
-        thread.join(CLOSE_TIMEOUT_S + 1.0)
-        if thread.is_alive():
-            log.warning("mDNS thread for %r did not stop within %.1f s", self.name, CLOSE_TIMEOUT_S)
+        stop_thread(loop, stop, thread, f"mDNS thread for {self.name!r}")
 
     # -- mDNS thread -------------------------------------------------------------------
 
@@ -199,33 +242,10 @@ class MdnsDiscovery:
 
     async def _open(self) -> AsyncZeroconf | None:
         """Plan the interfaces and open zeroconf; on failure warn once and return None."""
-        try:
-            adapters = list(ifaddr.get_adapters())
-            plan = make_plan(self.addr[0], self._interfaces, adapters, _down(adapters))
-        except OSError as exc:
-            self._warn(f"cannot list network interfaces ({exc})")
+        opened = await open_zeroconf(self.addr[0], self._interfaces, self._warn)
+        if opened is None:
             return None
-        self._plan = plan
-        problems = "; ".join(plan.problems)
-        if not plan.interfaces or not plan.advertise:
-            self._warn(f"no usable network interface{f' ({problems})' if problems else ''}")
-            return None
-        if problems:
-            log.warning("mDNS for %r: leaving out %s", self.name, problems)
-        version = {frozenset({4}): IPVersion.V4Only, frozenset({6}): IPVersion.V6Only}
-        try:
-            azc = AsyncZeroconf(
-                interfaces=list(plan.interfaces),
-                ip_version=version.get(plan.families, IPVersion.All),
-            )
-            await azc.zeroconf.async_wait_for_start()
-        except Exception as exc:  # zeroconf raises OSError, RuntimeError and its own errors
-            self._warn(f"cannot open the mDNS sockets ({type(exc).__name__}: {exc})")
-            return None
-        if not getattr(azc.zeroconf.engine, "senders", True):
-            await azc.async_close()
-            self._warn("no interface accepted multicast")
-            return None
+        azc, self._plan = opened
         return azc
 
     def _warn(self, why: str) -> None:

@@ -30,13 +30,10 @@ import logging
 import threading
 from collections.abc import Sequence
 
-import ifaddr
-from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from meshlite._health import Instance
-from meshlite._mdns import CLOSE_TIMEOUT_S, _down
-from meshlite._mdns_plan import make_plan
+from meshlite._mdns import CLOSE_TIMEOUT_S, open_zeroconf, stop_thread
 from meshlite._mdns_records import Wanted, wanted
 from meshlite.errors import ConfigError
 
@@ -200,14 +197,7 @@ class Publisher:
         with self._lock:
             self._closed = True
             loop, stop, thread = self._loop, self._stop, self._thread
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if thread is None or thread is threading.current_thread():
-            return
-        thread.join(CLOSE_TIMEOUT_S + 1.0)
-        if thread.is_alive():
-            log.warning("mDNS publishing for %r did not stop in %.1f s", self.node, CLOSE_TIMEOUT_S)
+        stop_thread(loop, stop, thread, f"mDNS publishing for {self.node!r}")
 
     # -- mDNS thread -------------------------------------------------------------------
 
@@ -244,26 +234,11 @@ class Publisher:
     async def _open(self) -> AsyncZeroconf | None:
         """The interface plan of ``_mdns`` and an AsyncZeroconf on it; None (warned) if
         mDNS cannot work here."""
-        try:
-            adapters = list(ifaddr.get_adapters())
-            plan = make_plan(self.host, self._interfaces, adapters, _down(adapters))
-        except OSError as exc:
-            self._disabled(f"cannot list network interfaces ({exc})")
+        opened = await open_zeroconf(self.host, self._interfaces, self._disabled)
+        if opened is None:
             return None
-        if not plan.interfaces or not plan.advertise:
-            self._disabled(f"no usable network interface ({'; '.join(plan.problems)})")
-            return None
+        azc, plan = opened
         self._own = plan.advertise
-        version = {frozenset({4}): IPVersion.V4Only, frozenset({6}): IPVersion.V6Only}
-        try:
-            azc = AsyncZeroconf(
-                interfaces=list(plan.interfaces),
-                ip_version=version.get(plan.families, IPVersion.All),
-            )
-            await azc.zeroconf.async_wait_for_start()
-        except Exception as exc:  # zeroconf raises OSError, RuntimeError and its own errors
-            self._disabled(f"cannot open the mDNS sockets ({type(exc).__name__}: {exc})")
-            return None
         return azc
 
     def _disabled(self, why: str) -> None:
