@@ -37,7 +37,7 @@ from meshlite._core import events as ev
 from meshlite._core.swim import SwimCore
 from meshlite._core.wire import Kind, peek_kind
 from meshlite._crypto import AuthError, Sealer
-from meshlite._transport import Transport
+from meshlite._transport import Channel, Transport
 
 __all__ = ["Driver"]
 
@@ -98,6 +98,8 @@ class Driver:
         self.on_user_message: Callable[[bytes], None] | None = None
         self.on_user_state: Callable[[bytes, bool], None] | None = None
         self.on_member: Callable[[ev.MemberEvent], None] | None = None
+        # Channel frames (long-lived one-way streams, e.g. Raft), opened: plaintext, source.
+        self.on_channel_message: Callable[[bytes, ev.Addr], None] | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -110,7 +112,12 @@ class Driver:
                 tg.start_soon(self._receive_loop)
                 tg.start_soon(self._send_loop)
                 tg.start_soon(self._timer_loop)
-                tg.start_soon(self.transport.serve_streams, self._on_stream, self.tcp_timeout_s)
+                tg.start_soon(
+                    self.transport.serve_streams,
+                    self._on_stream,
+                    self.tcp_timeout_s,
+                    self._on_channel_frame,
+                )
                 task_status.started()
         finally:
             self._tg = None
@@ -243,6 +250,23 @@ class Driver:
         self.feed(ev.StreamReceived(stream_id, src, plaintext))
         self._replies.pop(stream_id, None)
         return None if slot.data is None else self.sealer.seal(slot.data, time.time())
+
+    async def open_channel(self, dst: ev.Addr, timeout_s: float) -> Channel | None:
+        """A channel to ``dst``; send with ``channel.send(driver.seal(plaintext))``."""
+        return await self.transport.open_channel(dst, timeout_s)
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return self.sealer.seal(plaintext, time.time())
+
+    def _on_channel_frame(self, frame: bytes, src: ev.Addr) -> bool:
+        """Keep a channel only while its frames authenticate and someone listens."""
+        if self.on_channel_message is None:
+            return False
+        plaintext = self._open(frame, src)
+        if plaintext is None:
+            return False
+        self.on_channel_message(plaintext, src)
+        return True
 
     # ------------------------------------------------------------------ security edge
 

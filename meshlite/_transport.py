@@ -10,6 +10,14 @@ frame and one reply frame, each ``length(4, big-endian) | payload`` (the stream 
 of ``meshlite._crypto``); a frame longer than ``max_frame_bytes`` is refused before it is
 read, so a peer cannot make us allocate.
 
+*Channels* are the long-lived kind, for traffic too frequent for a connection each (Raft's
+appends and heartbeats between servers, as etcd's rafthttp streams them): the opener
+sends ``CHANNEL_MAGIC`` instead of a first length, then any number of frames, one way.
+The magic can never be a frame length (it exceeds any frame limit), so an old peer
+refuses a channel as an oversized frame.  Each frame goes to the channel handler, which
+says whether to keep the channel (the first frame must authenticate); a channel idle for
+``channel_idle_s`` is closed.  Replies, if any, travel on the other side's own channel.
+
 The payloads are opaque here (the driver seals and opens them).  Every stream operation is
 bounded by a timeout; a slow or silent peer costs one task for at most that long.
 """
@@ -35,7 +43,7 @@ from meshlite._crypto import (
     parse_length,
 )
 
-__all__ = ["StreamHandler", "Transport"]
+__all__ = ["CHANNEL_MAGIC", "Channel", "ChannelHandler", "StreamHandler", "Transport"]
 
 log = logging.getLogger("meshlite.transport")
 
@@ -48,14 +56,44 @@ BIND_ATTEMPTS = 16
 # At most this many inbound streams are served at once; more wait in the kernel backlog.
 MAX_INBOUND_STREAMS = 256
 
+# Sent instead of a first frame length to open a channel; 0xFF... exceeds every frame limit.
+CHANNEL_MAGIC = b"\xffMLC"
+# A channel with no frame for this long is closed (Raft heartbeats arrive every ~50 ms).
+CHANNEL_IDLE_S = 60.0
+
 StreamHandler = Callable[[bytes, Addr], Awaitable[bytes | None]]
+ChannelHandler = Callable[[bytes, Addr], bool]  # False: close the channel
+
+
+async def _read_body(reader: BufferedByteReceiveStream, header: bytes, max_bytes: int) -> bytes:
+    # parse_length refuses an oversized frame before a byte of its body is read.
+    return await reader.receive_exactly(parse_length(header, max_bytes))
 
 
 async def _read_frame(stream: anyio.abc.ByteStream, max_bytes: int) -> bytes:
     reader = BufferedByteReceiveStream(stream)
-    # parse_length refuses an oversized frame before a byte of its body is read.
-    size = parse_length(await reader.receive_exactly(STREAM_HEADER_BYTES), max_bytes)
-    return await reader.receive_exactly(size)
+    return await _read_body(reader, await reader.receive_exactly(STREAM_HEADER_BYTES), max_bytes)
+
+
+_STREAM_ERRORS = (OSError, ValueError, StreamFrameError, anyio.EndOfStream, anyio.IncompleteRead)
+_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+class Channel:
+    """The sending end of a channel to one peer; ``send`` frames until ``aclose``."""
+
+    def __init__(self, stream: anyio.abc.SocketStream, max_frame_bytes: int) -> None:
+        self._stream = stream
+        self._max = max_frame_bytes
+        self._lock = anyio.Lock()  # whole frames, never interleaved
+
+    async def send(self, payload: bytes) -> None:
+        """Write one frame; raises ``OSError``/``anyio.BrokenResourceError`` if the peer is gone."""
+        async with self._lock:
+            await self._stream.send(encode_stream_frame(payload, self._max))
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _peer(stream: anyio.abc.SocketStream) -> Addr:
@@ -76,6 +114,7 @@ class Transport:
         self._tcp = tcp
         self.local = local
         self.max_frame_bytes = MAX_STREAM_FRAME_BYTES
+        self.channel_idle_s = CHANNEL_IDLE_S
         self._inbound = anyio.CapacityLimiter(MAX_INBOUND_STREAMS)
 
     @classmethod
@@ -120,32 +159,64 @@ class Transport:
                 return
             yield data, (str(host), int(port))
 
-    async def serve_streams(self, handler: StreamHandler, timeout_s: float) -> None:
-        """Accept streams until closed; each gets ``timeout_s`` to send, be handled, and read."""
+    async def serve_streams(
+        self,
+        handler: StreamHandler,
+        timeout_s: float,
+        channel_handler: ChannelHandler | None = None,
+    ) -> None:
+        """Accept streams until closed; each gets ``timeout_s`` to send, be handled, and read.
+        Channels (see the module docstring) go to ``channel_handler``, if there is one."""
 
         async def serve_one(stream: anyio.abc.SocketStream) -> None:
             async with stream, self._inbound:
-                with anyio.move_on_after(timeout_s):
-                    try:
-                        request = await _read_frame(stream, self.max_frame_bytes)
+                reader = BufferedByteReceiveStream(stream)
+                try:
+                    with anyio.fail_after(timeout_s):
+                        header = await reader.receive_exactly(STREAM_HEADER_BYTES)
+                    if header == CHANNEL_MAGIC and channel_handler is not None:
+                        await self._serve_channel(reader, _peer(stream), channel_handler)
+                        return
+                    with anyio.move_on_after(timeout_s):
+                        request = await _read_body(reader, header, self.max_frame_bytes)
                         reply = await handler(request, _peer(stream))
                         if reply is not None:
                             await stream.send(encode_stream_frame(reply, self.max_frame_bytes))
-                    except (
-                        OSError,
-                        ValueError,
-                        StreamFrameError,
-                        anyio.EndOfStream,
-                        anyio.IncompleteRead,
-                    ) as exc:
-                        log.debug("inbound stream dropped: %s", exc)
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        pass
+                except (*_STREAM_ERRORS, TimeoutError) as exc:
+                    log.debug("inbound stream dropped: %s", exc)
+                except _GONE:
+                    pass
 
         try:
             await self._tcp.serve(serve_one)
         except anyio.ClosedResourceError:
             return
+
+    async def _serve_channel(
+        self, reader: BufferedByteReceiveStream, peer: Addr, handler: ChannelHandler
+    ) -> None:
+        while True:
+            with anyio.fail_after(self.channel_idle_s):
+                header = await reader.receive_exactly(STREAM_HEADER_BYTES)
+                frame = await _read_body(reader, header, self.max_frame_bytes)
+            if not handler(frame, peer):
+                return
+
+    async def open_channel(self, dst: Addr, timeout_s: float) -> Channel | None:
+        """Connect a channel to ``dst`` (``None`` if it cannot be reached in ``timeout_s``)."""
+        with anyio.move_on_after(timeout_s):
+            try:
+                stream = await anyio.connect_tcp(dst[0], dst[1])
+            except OSError as exc:
+                log.debug("channel to %s:%s failed: %s", dst[0], dst[1], exc)
+                return None
+            try:
+                await stream.send(CHANNEL_MAGIC)
+            except (OSError, *_GONE):
+                await stream.aclose()
+                return None
+            return Channel(stream, self.max_frame_bytes)
+        return None
 
     async def request(self, dst: Addr, payload: bytes, timeout_s: float) -> bytes | None:
         """Open a stream, send one frame, return the one reply frame (``None`` on failure)."""
@@ -154,15 +225,9 @@ class Transport:
                 async with await anyio.connect_tcp(dst[0], dst[1]) as stream:
                     await stream.send(encode_stream_frame(payload, self.max_frame_bytes))
                     return await _read_frame(stream, self.max_frame_bytes)
-            except (
-                OSError,
-                ValueError,
-                StreamFrameError,
-                anyio.EndOfStream,
-                anyio.IncompleteRead,
-            ) as exc:
+            except _STREAM_ERRORS as exc:
                 log.debug("stream to %s:%s failed: %s", dst[0], dst[1], exc)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            except _GONE:
                 pass
         return None
 
