@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "KeyringError",
     "MeshliteError",
+    "NotLeaderError",
     "NotRunningError",
 ]
 
@@ -30,3 +31,16 @@ class KeyringError(MeshliteError):
 
 class NotRunningError(MeshliteError, RuntimeError):
     """The mesh is not running (not started yet, or already stopped)."""
+
+
+class NotLeaderError(MeshliteError):
+    """This Raft server is not the leader (or is handing leadership over).
+
+    ``leader_hint`` names the server believed to lead, or ``None`` when unknown (an
+    election is running): forward the request there, or retry shortly.
+    """
+
+    def __init__(self, leader_hint: str | None, reason: str = "not the Raft leader") -> None:
+        where = f"; try {leader_hint!r}" if leader_hint is not None else "; no leader known yet"
+        super().__init__(reason + where)
+        self.leader_hint = leader_hint

@@ -1,0 +1,221 @@
+"""Drives one sans-I/O ``RaftCore`` on the mesh's loop: time, channels, storage, apply.
+
+Theory of operation
+-------------------
+The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on anyio:
+
+* a tick task calls ``core.tick()`` every ``tick_s``;
+* peer messages arrive on mesh *channels* (``_transport.py``: long-lived one-way sealed
+  streams); ``on_message`` decodes and ``core.step``s them at once (never awaits);
+* one ready task takes each ``Ready`` in order: **persist** hard state, entries and
+  snapshot (``RaftStorage.save`` in a worker thread — while it runs, new proposals pile
+  up in the core and the next Ready persists them together: group commit), then
+  **send** the messages, then **apply** the snapshot and committed entries to the state
+  machine, then ``advance``.  Persist-before-send is what makes a vote or an
+  acknowledgement survive a crash (thesis §3.8);
+* outbound messages go to one queue per peer, drained by a task that keeps a channel
+  open (reconnecting with backoff); a full queue drops, as a lossy network would — Raft
+  retransmits.
+
+``propose`` returns once the entry is applied on this server (the state machine's
+result), or raises ``NotLeaderError`` if leadership moved and the entry was replaced.
+``read_barrier`` is ReadIndex (thesis §6.4): a quorum confirms leadership, then we wait
+until the state machine has applied the read index, so a read after it is linearizable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from meshlite._core.raft import Entry, EntryKind, Message, RaftCore, Ready, Snapshot
+from meshlite._core.raft.codec import decode_raft, encode_raft
+from meshlite._core.wire import Addr, DecodeError
+from meshlite._raft_storage import RaftStorage
+from meshlite.errors import NotLeaderError
+
+__all__ = ["CHANNEL_RAFT", "RaftNode"]
+
+log = logging.getLogger("meshlite.raft")
+
+# Channel frames start with one byte naming their user; Raft is the first.
+CHANNEL_RAFT = b"R"
+# Messages waiting for one peer's channel; beyond this we drop (Raft retransmits).
+PEER_QUEUE_DEPTH = 1024
+# Reconnect backoff to a peer whose channel failed, and the connect timeout.
+RECONNECT_MIN_S, RECONNECT_MAX_S, CONNECT_TIMEOUT_S = 0.05, 2.0, 2.0
+
+Apply = Callable[[Entry], Any]  # the state machine: a NORMAL entry in, its result out
+Restore = Callable[[Snapshot], None]
+
+
+class RaftNode:
+    """One server's Raft, wired to the mesh driver's channels and a storage."""
+
+    def __init__(
+        self,
+        core: RaftCore,
+        storage: RaftStorage,
+        apply: Apply,
+        restore: Restore,
+        *,
+        open_channel: Callable[[Addr, float], Any],
+        seal: Callable[[bytes], bytes],
+        address_of: Callable[[str], Addr | None],
+        tick_s: float,
+    ) -> None:
+        self.core = core
+        self._storage = storage
+        self._apply_fn = apply
+        self._restore_fn = restore
+        self._open_channel = open_channel
+        self._seal = seal
+        self._address_of = address_of
+        self._tick_s = tick_s
+        self._wake = anyio.Event()
+        self._progress = anyio.Event()  # set after every Ready is done
+        self._results: dict[int, tuple[int, Any]] = {}  # index -> (term, result) to collect
+        self._waiting: set[int] = set()  # indexes a proposer waits for
+        self._reads: dict[bytes, int] = {}  # read ctx -> confirmed index
+        self._read_ids = itertools.count(1)
+        self._peers: dict[str, MemoryObjectSendStream[bytes]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.applied = core.status()["applied"]
+        self.dropped: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ running
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._tick_loop)
+            tg.start_soon(self._ready_loop)
+            task_status.started()
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await anyio.sleep(self._tick_s)
+            self.core.tick()
+            if self.core.has_ready():
+                self._kick()
+
+    async def _ready_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self.core.has_ready():
+                await self._handle(self.core.ready())
+
+    async def _handle(self, rd: Ready) -> None:
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            await anyio.to_thread.run_sync(
+                self._storage.save, rd.hard_state, list(rd.entries), rd.snapshot
+            )
+        for msg in rd.messages:
+            self._send(msg)
+        if rd.snapshot is not None:
+            self._restore_fn(rd.snapshot)
+            self.applied = rd.snapshot.index
+        for entry in rd.committed_entries:
+            self._apply(entry)
+        for rs in rd.read_states:
+            self._reads[rs.ctx] = rs.index
+        self.core.advance(rd)
+        self._progress.set()
+        self._progress = anyio.Event()
+
+    def _apply(self, entry: Entry) -> None:
+        result = self._apply_fn(entry) if entry.kind is EntryKind.NORMAL else None
+        self.applied = entry.index
+        if entry.index in self._waiting:
+            self._results[entry.index] = (entry.term, result)
+
+    # ------------------------------------------------------------------ client side
+
+    async def propose(self, data: bytes) -> Any:
+        """Replicate ``data``; the state machine's result once applied here."""
+        index = self.core.propose(data)  # NotLeaderError on a follower
+        term = self.core.term
+        self._waiting.add(index)
+        self._kick()
+        try:
+            while index not in self._results:
+                await self._progress.wait()
+            got_term, result = self._results.pop(index)
+        finally:
+            self._waiting.discard(index)
+            self._results.pop(index, None)
+        if got_term != term:  # leadership moved and another entry took the index
+            raise NotLeaderError(self.core.leader, "the proposal was overwritten by a new leader")
+        return result
+
+    async def read_barrier(self) -> None:
+        """Return once a read of the local state machine is linearizable (ReadIndex)."""
+        ctx = next(self._read_ids).to_bytes(8, "big")
+        self.core.read_index(ctx)  # NotLeaderError on a follower
+        self._kick()
+        try:
+            while ctx not in self._reads or self.applied < self._reads[ctx]:
+                await self._progress.wait()
+        finally:
+            self._reads.pop(ctx, None)
+
+    # ------------------------------------------------------------------ network
+
+    def on_message(self, payload: bytes) -> None:
+        """A Raft message from a channel (without the channel prefix byte)."""
+        try:
+            msg = decode_raft(payload)
+        except DecodeError:
+            self.dropped["decode"] = self.dropped.get("decode", 0) + 1
+            return
+        self.core.step(msg)
+        if self.core.has_ready():
+            self._kick()
+
+    def _send(self, msg: Message) -> None:
+        queue = self._peers.get(msg.to)
+        if queue is None:
+            tx, rx = anyio.create_memory_object_stream[bytes](PEER_QUEUE_DEPTH)
+            self._peers[msg.to] = queue = tx
+            assert self._tg is not None
+            self._tg.start_soon(self._peer_loop, msg.to, rx)
+        try:
+            queue.send_nowait(encode_raft(msg))
+        except anyio.WouldBlock:
+            self.dropped["queue_full"] = self.dropped.get("queue_full", 0) + 1
+
+    async def _peer_loop(self, peer: str, rx: MemoryObjectReceiveStream[bytes]) -> None:
+        delay = RECONNECT_MIN_S
+        pending: bytes | None = None
+        while True:
+            addr = self._address_of(peer)
+            channel = None if addr is None else await self._open_channel(addr, CONNECT_TIMEOUT_S)
+            if channel is None:
+                await anyio.sleep(delay)
+                delay = min(RECONNECT_MAX_S, delay * 2)
+                continue
+            delay = RECONNECT_MIN_S
+            try:
+                while True:
+                    if pending is None:
+                        pending = await rx.receive()
+                    await channel.send(self._seal(CHANNEL_RAFT + pending))
+                    pending = None
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                log.debug("raft channel to %s broke; reconnecting", peer)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await channel.aclose()

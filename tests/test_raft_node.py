@@ -1,0 +1,136 @@
+"""Raft over real mesh channels: three servers in one process, both anyio backends."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+import pytest
+from meshes import eventually
+
+import meshlite
+from meshlite import Mesh
+from meshlite._core.raft import Entry, RaftConfig, RaftCore, Snapshot
+from meshlite._core.wire import Addr
+from meshlite._raft_node import CHANNEL_RAFT, RaftNode
+from meshlite._raft_storage import RaftStorage
+from meshlite.errors import NotLeaderError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Server:
+    """A mesh peer with a RaftNode whose state machine is a list of applied commands."""
+
+    def __init__(self, mesh: Mesh, voters: list[str]) -> None:
+        self.mesh = mesh
+        self.applied: list[bytes] = []
+        driver = mesh._driver
+        assert driver is not None
+        core = RaftCore(mesh.name, RaftConfig(), random.Random(mesh.name))
+        core.bootstrap(voters)
+        self.node = RaftNode(
+            core,
+            RaftStorage.open(None),
+            self._apply,
+            self._restore,
+            open_channel=driver.open_channel,
+            seal=driver.seal,
+            address_of=self._address_of,
+            tick_s=RaftConfig().tick_s,
+        )
+        driver.on_channel_message = self._on_channel
+
+    def _apply(self, entry: Entry) -> int:
+        self.applied.append(entry.data)
+        return len(self.applied)
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        raise AssertionError("no snapshots in this test")
+
+    def _address_of(self, name: str) -> Addr | None:
+        for m in self.mesh.members():
+            if m.name == name and m.status == "alive":
+                return (m.address, m.port)
+        return None
+
+    def _on_channel(self, data: bytes, _src: Addr) -> None:
+        if data[:1] == CHANNEL_RAFT:
+            self.node.on_message(data[1:])
+
+
+@asynccontextmanager
+async def cluster(n: int) -> AsyncIterator[list[Server]]:
+    key = meshlite.generate_key()
+    names = [f"s{i}" for i in range(n)]
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(
+            Mesh(names[0], "127.0.0.1:0", key=key, server=True, profile="local")
+        )
+        meshes = [first]
+        for name in names[1:]:
+            meshes.append(
+                await stack.enter_async_context(
+                    Mesh(
+                        name,
+                        "127.0.0.1:0",
+                        join=[first.address],
+                        key=key,
+                        server=True,
+                        profile="local",
+                    )
+                )
+            )
+        await eventually(lambda: all(len(m.members()) == n for m in meshes))
+        servers = [Server(m, names) for m in meshes]
+        for s in servers:
+            assert s.mesh._driver is not None
+            await s.mesh._driver.start(s.node.run)
+        yield servers
+
+
+def leader_of(servers: list[Server]) -> Server | None:
+    leaders = {s.node.core.leader for s in servers if s.node.core.leader is not None}
+    live = [
+        s for s in servers if s.mesh.name in leaders and s.node.core.status()["role"] == "leader"
+    ]
+    return live[0] if len(live) == 1 else None
+
+
+async def test_three_servers_elect_replicate_and_survive_the_leader(anyio_backend: str) -> None:
+    async with cluster(3) as servers:
+        await eventually(lambda: leader_of(servers) is not None, 10)
+        leader = leader_of(servers)
+        assert leader is not None
+        follower = next(s for s in servers if s is not leader)
+        with pytest.raises(NotLeaderError):
+            await follower.node.propose(b"nope")
+
+        results: list[int] = []
+
+        async def writer(w: int) -> None:
+            for i in range(10):
+                results.append(await leader.node.propose(f"{w}:{i}".encode()))
+
+        async with anyio.create_task_group() as tg:
+            for w in range(16):  # 16 concurrent writers: group commit + pipelining
+                tg.start_soon(writer, w)
+        assert sorted(results) == list(range(1, 161))
+        await leader.node.read_barrier()
+        await eventually(lambda: all(len(s.applied) == 160 for s in servers), 10)
+        assert servers[0].applied == servers[1].applied == servers[2].applied
+
+        await leader.mesh.close()  # the leader crashes: the others elect a new one
+        rest = [s for s in servers if s is not leader]
+        await eventually(lambda: leader_of(rest) is not None, 15)
+        new = leader_of(rest)
+        assert new is not None and new is not leader
+        assert await new.node.propose(b"after") == 161
+        await eventually(lambda: all(s.applied[-1:] == [b"after"] for s in rest), 10)
