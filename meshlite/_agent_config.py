@@ -74,6 +74,8 @@ _APPENDED_FIELDS = frozenset({"services"})
 _CONSUL_HINTS = {
     "datacenter": 'use "cluster" (a label peers must share) instead',
     "client_addr": 'use "http" and "dns" ("host:port") instead',
+    "recursors": "meshlite's DNS answers its own domain only: forward just that domain to it",
+    "dns_config": 'use "dns_ttl" (one TTL for every DNS answer)',
     "ui": "the web UI is not available yet",
     "ui_config": "the web UI is not available yet",
     "ui_dir": "the web UI is not available yet",
@@ -81,7 +83,7 @@ _CONSUL_HINTS = {
     "checks": 'checks belong inside a service definition: "service": {"checks": [...]}',
     "enable_local_script_checks": "script checks (args) in local files always run",
     "enable_script_checks": "script checks (args) in local files always run",
-    "acl": "ACLs are not available yet",
+    "acl": 'use "http_token" (one token guards the HTTP API\'s writes)',
     "retry_interval": "meshlite retries joins with exponential backoff on its own",
     "retry_max": "meshlite retries joins until one seed answers",
     "leave_on_terminate": "meshlite always leaves gracefully on SIGTERM and SIGINT",
@@ -122,11 +124,16 @@ class AgentConfig:
     profile: str = "lan"
     log_level: str = "info"
     log_json: bool = False
-    # Accepted and kept for later issues (Raft servers, HTTP API, DNS); unused so far.
+    # Accepted and kept for later issues (Raft servers, HTTP API); unused so far.
     data_dir: str | None = None
     bootstrap_expect: int | None = None
-    http: str | None = None
+    http: str | None = None  # the HTTP API (meshlite._http); --dev: 127.0.0.1:8500
+    http_token: str | None = None  # required for writes when set.  Never log it.
+    http_token_reads: bool = False  # ... and for reads too
+    # The DNS interface (meshlite._dns): off unless an address is given (--dev: :8600).
     dns: str | None = None
+    dns_domain: str = "meshlite"
+    dns_ttl_s: int = 0
     sources: tuple[str, ...] = ()  # the config files read, in order
     # "service"/"services" of every file, in reading order; registered once the mesh runs.
     services: tuple[ServiceDefinition, ...] = ()
@@ -145,11 +152,17 @@ class AgentConfig:
             "mdns": self.mdns,
             "mdns_publish": self.mdns_publish,
             "profile": self.profile,
+            "http": self.http,
+            "http_token": self.http_token,
+            "http_token_reads": self.http_token_reads,
+            "dns": self.dns,
+            "dns_domain": self.dns_domain,
+            "dns_ttl_s": self.dns_ttl_s,
         }
 
     def reserved_in_use(self) -> list[str]:
         """Settings given that no feature uses yet (the agent warns about each)."""
-        names = ("data_dir", "bootstrap_expect", "http", "dns")
+        names = ("data_dir", "bootstrap_expect")
         return [n for n in names if getattr(self, n) is not None]
 
 
@@ -335,7 +348,7 @@ def merge(layers: Sequence[Layer]) -> AgentConfig:
     check_unique_ids(f.get("services", ()))
     bind_port: int = f.get("bind_port", SERF_PORT)
     plain = ("name", "cluster", "server", "mdns", "mdns_publish", "profile", "log_level",
-             "log_json")  # fmt: skip
+             "log_json", "dns_domain", "dns_ttl_s", "http_token", "http_token_reads")  # fmt: skip
     reserved = ("data_dir", "bootstrap_expect")
     return AgentConfig(
         **{k: f[k] for k in (*plain, *reserved) if k in f},

@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 
 from meshlite._addr import DEFAULT_PORT, format_hostport, is_ip, parse_hostport
 from meshlite._crypto import parse_key
+from meshlite._duration import parse_duration_ns
 from meshlite.errors import ConfigError
 
 __all__ = [
@@ -173,6 +174,23 @@ def _bootstrap_expect(value: Any) -> Fields:
     return {"bootstrap_expect": value}
 
 
+def _dns_ttl(value: Any) -> Fields:
+    """Whole seconds, as a number or a duration string ("30s", "1m"); 0 is Consul's default."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        try:
+            ns = parse_duration_ns(value)
+        except ConfigError as exc:
+            raise BadValueError(f"{exc} (or a number of seconds)") from None
+        seconds, rest = divmod(ns, 1_000_000_000)
+        if rest:
+            raise BadValueError(f"must be whole seconds (DNS TTLs are), got {show(value)}")
+    if not 0 <= seconds < 2**31:
+        raise BadValueError(f"must be from 0 to 2147483647 seconds, got {show(value)}")
+    return {"dns_ttl_s": seconds}
+
+
 _PORT_FIELDS = {"serf_lan": "bind_port", "http": "http_port", "dns": "dns_port"}
 _ADDRESS_FIELDS = {"http": "http_host", "dns": "dns_host"}
 
@@ -229,8 +247,13 @@ SETTINGS: dict[str, Parser] = {
     "log_json": _flag("log_json"),
     "data_dir": _text("data_dir", nonempty=True),
     "bootstrap_expect": _bootstrap_expect,
-    "http": _address("http", must_be_ip=True),
-    "dns": _address("dns", must_be_ip=True),
+    "http": _address("http", zero_ok=True, must_be_ip=True),
+    "http_token": _text("http_token", nonempty=True),
+    "http_token_reads": _flag("http_token_reads"),
+    "dns": _address("dns", zero_ok=True, must_be_ip=True),
+    "dns_domain": _text("dns_domain", nonempty=True),
+    "domain": _text("dns_domain", nonempty=True),  # Consul's name for it
+    "dns_ttl": _dns_ttl,
     "ports": _table("ports", _PORT_FIELDS, _port),
     "addresses": _table("addresses", _ADDRESS_FIELDS, _host),
 }

@@ -183,6 +183,10 @@ class CheckRunner:
         entry = self._entry(check_id)
         return entry.state.status, entry.state.output
 
+    def spec(self, check_id: str) -> CheckSpec:
+        """What ``check_id`` runs, as it was added."""
+        return self._entry(check_id).spec
+
     def ids(self) -> list[str]:
         """The ids of the checks added and not removed."""
         return list(self._entries)

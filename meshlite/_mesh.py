@@ -21,7 +21,7 @@ import logging
 import random
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
@@ -42,6 +42,10 @@ from meshlite._mesh_services import ServiceMethods
 from meshlite._services import Services
 from meshlite._transport import Transport
 from meshlite.errors import ConfigError, NotRunningError
+
+if TYPE_CHECKING:
+    from meshlite._dns import DnsConfig, DnsServer
+    from meshlite._http import HttpServer
 
 __all__ = ["SERVER_META_KEY", "Mesh"]
 
@@ -97,6 +101,12 @@ class Mesh(ServiceMethods):
         meta: Mapping[str, str] | None = None,
         mdns: bool = False,
         mdns_publish: bool = False,
+        dns: str | None = None,
+        dns_domain: str = "meshlite",
+        dns_ttl_s: int = 0,
+        http: str | None = None,
+        http_token: str | None = None,
+        http_token_reads: bool = False,
         profile: str = "lan",
         config: SwimConfig | None = None,
         seed: int | None = None,
@@ -123,6 +133,14 @@ class Mesh(ServiceMethods):
         self.config = config
         self._mdns_enabled = mdns
         self._mdns_publish = mdns_publish
+        self._dns_config = _dns_config(dns, dns_domain, dns_ttl_s)
+        self._dns: DnsServer | None = None
+        # The Consul-compatible HTTP API (meshlite._http): off unless an address is given.
+        self._http_bind = _http_bind(http, http_token)
+        self._http_token = http_token
+        self._http_token_reads = bool(http_token_reads)
+        self._http: HttpServer | None = None
+        self._left_event: anyio.Event | None = None  # wait_left's, created on first use
         self._services: Services | None = None
         self._directory: Directory | None = None  # the services' index: discover's fast path
         self._rng = random.Random(seed)  # the core's, so a seeded peer's choices replay
@@ -202,6 +220,10 @@ class Mesh(ServiceMethods):
         self._driver.on_member = services.on_member
         await self._driver.start(services.run)
         self._services, self._directory = services, services.directory
+        if self._dns_config is not None:
+            await self._start_dns(self._dns_config)
+        if self._http_bind is not None:
+            await self._start_http(self._http_bind)
         if self._seeds:
             self._driver.spawn(self._join_loop)
         if self._mdns_enabled:
@@ -229,6 +251,16 @@ class Mesh(ServiceMethods):
             # suspect us (without it a loaded peer may record "dead").  Alone: no one to tell.
             await anyio.sleep(self.config.leave_propagate_s)
         self._left = True  # only now: a cancelled leave can be completed by calling again
+        if self._left_event is not None:
+            self._left_event.set()
+
+    async def wait_left(self) -> None:
+        """Return once this peer has left the mesh (``leave()`` from anywhere, such as the
+        HTTP API's ``PUT /v1/agent/leave``)."""
+        if not self._left:
+            if self._left_event is None:
+                self._left_event = anyio.Event()
+            await self._left_event.wait()
 
     async def close(self) -> None:
         """Stop without leaving (others will notice a failure); idempotent.
@@ -242,6 +274,8 @@ class Mesh(ServiceMethods):
         # Shielded: a close interrupted half-way would leak sockets and a thread.  Every
         # step is bounded (mDNS goodbyes take at most a few seconds).
         with anyio.CancelScope(shield=True):
+            if self._http is not None:  # first: in-flight requests still see the mesh
+                await self._http.aclose()
             if self._services is not None:
                 self._services.close()
                 self._directory = None
@@ -256,6 +290,8 @@ class Mesh(ServiceMethods):
                     watcher.close()
                 await self._driver.stop()
                 await self._driver.transport.aclose()
+            if self._dns is not None:
+                await self._dns.aclose()
 
     # ------------------------------------------------------------------ membership
 
@@ -265,6 +301,17 @@ class Mesh(ServiceMethods):
         if self._addr is None:
             raise NotRunningError("the mesh is not started; use `async with Mesh(...)`")
         return format_hostport(*self._addr)
+
+    @property
+    def dns_address(self) -> str | None:
+        """The ``host:port`` DNS is served on (the real port when bound to 0), or ``None``."""
+        return None if self._dns is None else self._dns.address
+
+    @property
+    def http_address(self) -> str | None:
+        """The ``host:port`` the HTTP API is served on (the real port when bound to 0),
+        or ``None`` without ``http=``."""
+        return None if self._http is None else format_hostport(*self._http.address)
 
     def members(self) -> list[ev.Member]:
         """Every member this peer knows, itself included, sorted by name."""
@@ -384,6 +431,35 @@ class Mesh(ServiceMethods):
             out.extend((str(info[4][0]), port) for info in infos)
         return [a for a in dict.fromkeys(out) if a != self._addr]
 
+    async def _start_dns(self, config: DnsConfig) -> None:
+        from meshlite._dns import DnsServer, LiveNodes  # dnspython only when asked for
+
+        driver = self._running()
+        self._dns = await DnsServer.bind(
+            config,
+            node=self.name,
+            directory=lambda: self._directory,
+            nodes=LiveNodes(lambda: None if self._closed else driver.core),
+            stats=driver.stats,
+        )
+        await driver.start(self._dns.serve)
+
+    async def _start_http(self, bind: ev.Addr) -> None:
+        from meshlite._http import HttpServer, no_raft  # Starlette, Hypercorn only if asked
+
+        assert self._services is not None
+        self._http = HttpServer(
+            self,
+            self._services,
+            bind,
+            token=self._http_token,
+            token_reads=self._http_token_reads,
+            # The Raft integration's seams: its leader/peers view for /v1/status/*, and
+            # its KV/session/txn routes as extra_routes= and extra_openapi=.
+            raft_status=no_raft,
+        )
+        await self._running().start(self._http.run)
+
     def _make_publisher(self) -> Any:
         if not self._mdns_publish:
             return None
@@ -415,6 +491,27 @@ class Mesh(ServiceMethods):
         if addr not in known and addr != self._addr:
             log.info("mdns: found peer at %s; joining", format_hostport(*addr))
             driver.feed(ev.JoinRequested((addr,)))
+
+
+def _dns_config(bind: str | None, domain: str, ttl_s: int) -> DnsConfig | None:
+    if bind is None:
+        return None
+    from meshlite._dns import DnsConfig  # dnspython only when asked for
+
+    return DnsConfig.create(bind, domain, ttl_s)
+
+
+def _http_bind(bind: str | None, token: str | None) -> ev.Addr | None:
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        raise ConfigError("http_token must be a non-empty string (or None for no token)")
+    if bind is None:
+        if token is not None:
+            raise ConfigError("http_token is set but http is not: give http='host:port' too")
+        return None
+    host, port = parse_hostport(bind, what="http", default_port=8500, allow_port_zero=True)
+    if not is_ip(host):
+        raise ConfigError(f"http {bind!r}: the host must be an IP address to bind to")
+    return host, port
 
 
 def _no_keyring(_plaintext: bytes) -> bytes:

@@ -16,6 +16,8 @@ that touches its sans-I/O :class:`~meshlite._core.directory.Directory`:
 * ``watch`` subscribers sleep on one event per service name, set only when that name's
   results really changed; a subscriber compares what it last delivered with the current
   results, so bursts coalesce into one delivery and nothing is missed.
+* ``wait_changed`` is the same for the whole directory (the HTTP API's blocking
+  queries): one event, set when the directory's catalog-wide ``index`` has moved.
 
 Everything runs on the mesh's event loop; nothing here blocks it.
 """
@@ -77,6 +79,8 @@ class Services:
         self._check_owner: dict[str, str] = {}  # check id -> service id
         self._pending: dict[str, list[CallableCheck]] = {}  # decorator checks by name/id
         self._wake: dict[str, anyio.Event] = {}
+        self._any: anyio.Event | None = None  # wait_changed's, created on first use
+        self._any_at = 0  # the directory index when ``_any`` was created
         self._closed = False
         self.runner = CheckRunner(self._on_check_change, self._on_deregister_due)
 
@@ -97,6 +101,8 @@ class Services:
         self._closed = True
         for event in self._wake.values():
             event.set()
+        if self._any is not None:
+            self._any.set()
 
     # ------------------------------------------------------------------ registration
 
@@ -150,6 +156,17 @@ class Services:
     def ttl_update(self, check_id: str, status: Status, note: str) -> None:
         self.runner.ttl_update(check_id, status, note)
 
+    def checks_of(self, service_id: str) -> list[tuple[str, CheckSpec, Status, str]]:
+        """The checks of a service registered here: ``(check id, spec, status, output)``."""
+        entry = self._local.get(service_id)
+        if entry is None or self._closed:
+            return []
+        return [(c, self.runner.spec(c), *self.runner.state(c)) for c in entry.check_ids]
+
+    def check_owner(self, check_id: str) -> str | None:
+        """The id of the local service that ``check_id`` belongs to, if any."""
+        return self._check_owner.get(check_id)
+
     # ------------------------------------------------------------------ discovery
 
     def discover(self, name: str, tag: str | None, passing_only: bool) -> list[Instance]:
@@ -169,6 +186,13 @@ class Services:
                 yield list(current)
                 continue
             await event.wait()
+
+    async def wait_changed(self, index: int) -> None:
+        """Return once the directory's ``index`` is not ``index`` (or the services close)."""
+        while self.directory.index == index and not self._closed:
+            if self._any is None:
+                self._any, self._any_at = anyio.Event(), self.directory.index
+            await self._any.wait()
 
     # ------------------------------------------------------------------ from the network
 
@@ -244,6 +268,9 @@ class Services:
             event = self._wake.pop(name, None)
             if event is not None:
                 event.set()
+        if self._any is not None and self.directory.index != self._any_at:
+            self._any.set()
+            self._any = None
 
     def _housekeeping(self) -> None:
         names = self.directory.expire(anyio.current_time(), self._known_nodes())

@@ -32,6 +32,8 @@ from meshlite._agent_config import AgentConfig, Layer, flags_layer, load_dir, lo
 from meshlite.errors import ConfigError
 
 if TYPE_CHECKING:
+    from anyio import CancelScope
+
     from meshlite._agent_services import ServiceDefinition
     from meshlite._core.events import MemberEvent
     from meshlite._mesh import Mesh
@@ -41,6 +43,8 @@ __all__ = ["main"]
 EXIT_ERROR = 1  # a malformed setting, or the agent could not start
 EXIT_USAGE = 2  # argparse's convention for a command line it cannot parse
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C before the agent handles signals itself
+DEV_DNS = "127.0.0.1:8600"  # consul agent -dev's DNS address
+DEV_HTTP = "127.0.0.1:8500"  # consul agent -dev's HTTP API address
 
 _EVENT_MESSAGES = {
     "join": "member joined",
@@ -88,8 +92,14 @@ _AGENT_FLAGS: tuple[tuple[tuple[str, ...], str | None, str, dict[str, Any]], ...
     (("--log-json",), None, "log one JSON object per line", _ON_OFF),
     (("--data-dir",), "DIR", "reserved: state directory for servers (later releases)", {}),
     (("--bootstrap-expect",), "N", "reserved: servers to wait for (later releases)", {"type": int}),
-    (("--http",), "H:P", "reserved: HTTP API address (later releases)", {}),
-    (("--dns",), "H:P", "reserved: DNS address (later releases)", {}),
+    (("--http",), "H:P", "serve Consul's HTTP API on this address (--dev: "
+     "127.0.0.1:8500; port 0 picks one)", {}),
+    (("--http-token",), "TOKEN", "require this token (X-Consul-Token or Authorization: "
+     "Bearer) for HTTP API writes", {}),
+    (("--http-token-reads",), None, "require the token for HTTP API reads too", _ON_OFF),
+    (("--dns",), "H:P", "serve DNS (Consul's names: NAME.service.meshlite, ...) on this "
+     "address, UDP and TCP (--dev: 127.0.0.1:8600; port 0 picks one)", {}),
+    (("--dns-domain", "--domain"), "DOMAIN", "the DNS domain (default: meshlite)", {}),
 )
 # fmt: on
 
@@ -128,6 +138,7 @@ def _run_keygen(_args: argparse.Namespace) -> int:
 _FLAG_SETTINGS = (
     "name", "bind", "advertise", "join", "key", "cluster", "server", "mdns", "mdns_publish",
     "profile", "meta", "log_level", "log_json", "data_dir", "bootstrap_expect", "http", "dns",
+    "dns_domain", "http_token", "http_token_reads",
 )  # fmt: skip
 
 
@@ -135,7 +146,8 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
     """Config files in command-line order, then flags."""
     layers: list[Layer] = []
     if args.dev:  # Consul's -dev: defaults for a one-machine try-out, under files and flags
-        layers.append(flags_layer({"server": True, "profile": "local"}))
+        dev = {"server": True, "profile": "local", "dns": DEV_DNS, "http": DEV_HTTP}
+        layers.append(flags_layer(dev))
     for kind, path in args.config or ():
         layers.extend([load_file(path)] if kind == "file" else load_dir(path))
     layers.append(flags_layer({s: getattr(args, s) for s in _FLAG_SETTINGS}))
@@ -160,7 +172,9 @@ def _run_agent(args: argparse.Namespace) -> int:
         if not isinstance(error, OSError):
             raise
         # The bind failed: the port is taken, or the address is not this machine's.
-        return _fail(f"cannot bind {cfg.bind}: {error.strerror or error}")
+        # A socket other than gossip's (the HTTP API's) names itself in ``filename``.
+        where = error.filename or cfg.bind
+        return _fail(f"cannot bind {where}: {error.strerror or error}")
     return 0
 
 
@@ -174,6 +188,7 @@ async def _agent(mesh: Mesh, cfg: AgentConfig, log: logging.Logger) -> None:
         async with mesh:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_log_members, mesh, log)  # registers before any packet is read
+                tg.start_soon(_stop_when_left, mesh, tg.cancel_scope, log)
                 _log_started(mesh, cfg, log)
                 await _register_services(mesh, cfg.services, log)
                 async for signum in signals:
@@ -203,6 +218,8 @@ def _log_started(mesh: Mesh, cfg: AgentConfig, log: logging.Logger) -> None:
         join=list(cfg.join),
         config_files=list(cfg.sources),
         services=[d.service_id for d in cfg.services],
+        dns=mesh.dns_address,
+        http=mesh.http_address,
     )
     log.info("agent started", extra=info)
     if not cfg.keys:
@@ -237,6 +254,15 @@ async def _register_services(
             source=str(d.source),
         )
         log.info("service registered", extra=info)
+
+
+async def _stop_when_left(mesh: Mesh, scope: CancelScope, log: logging.Logger) -> None:
+    """Consul's ``PUT /v1/agent/leave``: once the mesh has left, the agent exits."""
+    from meshlite._agent_log import fields
+
+    await mesh.wait_left()
+    log.info("left on request, stopping", extra=fields(event="leave"))
+    scope.cancel()
 
 
 async def _log_members(mesh: Mesh, log: logging.Logger) -> None:

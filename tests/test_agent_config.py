@@ -80,6 +80,12 @@ def test_good_json_with_our_names(tmp_path: Path) -> None:
         "mdns": True,
         "mdns_publish": True,
         "profile": "local",
+        "dns": None,
+        "dns_domain": "meshlite",
+        "dns_ttl_s": 0,
+        "http": None,
+        "http_token": None,
+        "http_token_reads": False,
     }
     assert (cfg.log_level, cfg.log_json) == ("debug", True)
     assert cfg.sources == (str(tmp_path / "config.json"),)
@@ -117,7 +123,7 @@ dns = "127.0.0.9"
     assert cfg.log_level == "warn"
     assert (cfg.data_dir, cfg.bootstrap_expect) == ("/var/lib/meshlite", 3)
     assert (cfg.http, cfg.dns) == ("127.0.0.1:8501", "127.0.0.9:8600")
-    assert cfg.reserved_in_use() == ["data_dir", "bootstrap_expect", "http", "dns"]
+    assert cfg.reserved_in_use() == ["data_dir", "bootstrap_expect"]
 
 
 @pytest.mark.parametrize(

@@ -326,14 +326,17 @@ def test_six_agents_join_fail_leave_and_refuse_intruders(agents: list[Agent]) ->
 def test_dev_mode_runs_a_fast_local_server_and_explicit_flags_still_win(
     agents: list[Agent],
 ) -> None:
-    agent = Agent("--dev", "--bind", "127.0.0.1:0", "--name", "dev-1")
+    # --dev serves HTTP on 127.0.0.1:8500 and DNS on :8600: free ports here, so parallel runs
+    # do not collide.
+    free = ("--http", "127.0.0.1:0", "--dns", "127.0.0.1:0")
+    agent = Agent("--dev", "--bind", "127.0.0.1:0", "--name", "dev-1", *free)
     agents.append(agent)
     start = agent.started()
     assert (start["member"], start["server"], start["profile"]) == ("dev-1", True, "local")
     assert start["address"].startswith("127.0.0.1:")
     agent.proc.send_signal(signal.SIGTERM)
     assert agent.proc.wait(timeout=DEADLINE_S) == 0
-    other = Agent("--dev", "--bind", "127.0.0.1:0", "--profile", "lan", "--no-server")
+    other = Agent("--dev", "--bind", "127.0.0.1:0", "--profile", "lan", "--no-server", *free)
     agents.append(other)
     start = other.started()
     assert (start["server"], start["profile"]) == (False, "lan")

@@ -14,6 +14,10 @@ Every rebuild that really changes a name's results bumps that name's version; th
 I/O layer wakes ``watch()`` subscribers only then (``changed`` sets returned here), so a
 watcher never wakes for a duplicate broadcast or a change to another service.
 
+``index`` is the catalog-wide counterpart, for the HTTP API's blocking queries (Consul's
+``X-Consul-Index``): it only grows, by one for every input that changed some name's
+results or the membership (every member event: node lists and node health show it).
+
 Sans-I/O like the SWIM core: inputs with a ``now``, outputs as values (the records to
 broadcast); ``meshlite/_services.py`` drives it from the mesh's loop and the simulator
 (``meshlite.testing``) drives it in tests.
@@ -51,6 +55,10 @@ class Directory:
         self._passing: dict[str, tuple[Instance, ...]] = {}
         self._filtered: dict[_Key, tuple[Instance, ...]] = {}
         self.versions: dict[str, int] = {}
+        # Catalog-wide change counter (see the module docstring).  It starts where the
+        # catalog's versions do (the owner's wall clock in microseconds), so an index a
+        # client remembers from a previous life of this peer is never taken for a current one.
+        self.index = first_version
         self.drops = 0  # undecodable catalog payloads from the network
 
     # ------------------------------------------------------------------ lookups
@@ -86,6 +94,7 @@ class Directory:
         names = self.catalog.names_of(node)
         if event.kind in _GONE:
             names |= self.catalog.forget_node(node)
+        self.index += 1  # the node list or a node's health changed, whatever the names did
         return self._reindex(names)
 
     def on_broadcast(self, payload: bytes, now: float) -> tuple[set[str], list[UserBroadcast]]:
@@ -159,6 +168,8 @@ class Directory:
             else:
                 self._all.pop(name, None)
                 self._passing.pop(name, None)
+        if changed:
+            self.index += 1
         return changed
 
 

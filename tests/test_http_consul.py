@@ -1,0 +1,289 @@
+"""py-consul, the real Consul client, against meshlite's HTTP API.
+
+The same scenario runs against an in-process ``Mesh(http=...)`` (both anyio backends;
+the client is synchronous, so it runs in a worker thread while the mesh's loop serves it)
+and against a ``meshlite agent`` subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import consul
+import pytest
+from http_served import py_consul, served
+from meshes import eventually
+
+import meshlite
+from meshlite import Mesh
+
+pytestmark = pytest.mark.anyio
+
+DEADLINE_S = 30.0
+SCRIPT = Path(sys.executable).with_name("meshlite")
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "meshlite.cli"]
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# ------------------------------------------------------------------------------ scenario
+
+
+def service_lifecycle(c: consul.Consul, node: str) -> None:
+    """Register with a TTL check, pass it, read health/catalog, deregister."""
+    ttl = consul.Check.ttl("30s")
+    assert c.agent.service.register("web", service_id="web-1", port=8080, tags=["v1"],
+                                    meta={"zone": "a"}, check=ttl)  # fmt: skip
+    assert c.agent.services()["web-1"]["Service"] == "web"
+    assert c.agent.service_definition("web-1")["Port"] == 8080
+    check = c.agent.checks()["service:web-1"]
+    assert (check["Status"], check["Type"], check["ServiceID"]) == ("critical", "ttl", "web-1")
+    assert c.health.service("web", passing=True)[1] == []  # critical until passed
+
+    assert c.agent.check.ttl_pass("service:web-1", notes="all good")
+    _index, [entry] = c.health.service("web", passing=True)
+    assert entry["Node"]["Node"] == node and entry["Service"]["ID"] == "web-1"
+    assert entry["Service"]["Meta"] == {"zone": "a"}
+    assert [ch["CheckID"] for ch in entry["Checks"]] == ["serfHealth", "service:web-1"]
+    assert [ch["Status"] for ch in entry["Checks"]] == ["passing", "passing"]
+    assert entry["Checks"][1]["Output"] == "all good"
+    assert c.health.service("web", tag="v2")[1] == []
+
+    assert c.agent.check.ttl_warn("service:web-1", notes="slow")
+    assert c.health.service("web", passing=True)[1] == []
+    assert c.health.service("web")[1][0]["Checks"][1]["Status"] == "warning"
+    assert c.agent.check.ttl_pass("service:web-1")
+
+    assert c.catalog.services()[1] == {"web": ["v1"]}
+    assert node in [n["Node"] for n in c.catalog.nodes()[1]]
+    [instance] = c.catalog.service("web", tag="v1")[1]
+    assert (instance["ServiceID"], instance["ServicePort"]) == ("web-1", 8080)
+    assert instance["Node"] == node
+    assert c.catalog.node(node)[1]["Services"]["web-1"]["Tags"] == ["v1"]
+    assert c.catalog.node("no-such-node")[1] is None
+    states = {ch["CheckID"]: ch["Status"] for ch in c.health.node(node)[1]}
+    assert states == {"serfHealth": "passing", "service:web-1": "passing"}
+    assert [ch["CheckID"] for ch in c.health.checks("web")[1]] == ["service:web-1"]
+    assert "service:web-1" in [ch["CheckID"] for ch in c.health.state("passing")[1]]
+
+    assert c.agent.service.deregister("web-1")
+    assert c.health.service("web")[1] == []
+    assert c.catalog.services()[1] == {}
+    assert c.agent.services() == {}
+
+
+def agent_and_status(c: consul.Consul, node: str, key: str) -> None:
+    me = c.agent.self()
+    assert (me["Config"]["NodeName"], me["Member"]["Name"]) == (node, node)
+    [member] = c.agent.members()
+    assert (member["Name"], member["Status"]) == (node, 1)
+    assert (c.status.leader(), c.status.peers()) == ("", [])
+    [ring] = c.operator.keyring_list()
+    assert (ring["Keys"], ring["PrimaryKeys"], ring["NumNodes"]) == ({key: 1}, {key: 1}, 1)
+
+
+def blocking_queries(c: consul.Consul, other: consul.Consul) -> None:
+    """One blocking query woken by a registration, one that times out."""
+    index, entries = c.health.service("db")
+    assert entries == []
+    answer: dict[str, Any] = {}
+
+    def wait() -> None:
+        answer["result"] = other.health.service("db", index=index, wait="20s")
+        answer["at"] = time.monotonic()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)
+    assert waiter.is_alive(), "the blocking query returned before anything changed"
+    registered = time.monotonic()
+    assert c.agent.service.register("db", service_id="db-1", port=5432)
+    waiter.join(DEADLINE_S)
+    new_index, [entry] = answer["result"]
+    assert int(new_index) > int(index) and entry["Service"]["ID"] == "db-1"
+    assert answer["at"] - registered < 5.0
+
+    index, _ = c.catalog.services()
+    start = time.monotonic()
+    same, _ = c.catalog.services(index=index, wait="1s")
+    elapsed = time.monotonic() - start
+    assert same == index
+    assert 0.9 <= elapsed < 1.0 + 1.0 / 16 + 2.0  # the wait plus at most 1/16 of jitter
+    assert c.agent.service.deregister("db-1")
+
+
+# ------------------------------------------------------------------------------ in process
+
+
+async def test_py_consul_against_an_in_process_mesh(anyio_backend: str) -> None:
+    key = meshlite.generate_key()
+    async with served("api-1", key=key) as (mesh, _url):
+        assert mesh.http_address is not None
+        c, other = py_consul(mesh.http_address), py_consul(mesh.http_address)
+        await anyio.to_thread.run_sync(service_lifecycle, c, "api-1")
+        await anyio.to_thread.run_sync(agent_and_status, c, "api-1", key)
+        await anyio.to_thread.run_sync(blocking_queries, c, other)
+
+
+async def test_another_peers_service_shows_its_aggregate_and_serf_health(
+    anyio_backend: str,
+) -> None:
+    """A service of peer b, seen through a's API: one aggregate check; when b fails,
+    serfHealth turns critical and ?passing drops it; once b is reaped, it is gone."""
+    # Reaped 2.5 s after death (the local profile: 5 s): shorter, still long enough to see.
+    quick_reap = attrs.evolve(meshlite.SwimConfig.local(), gossip_to_the_dead_s=2.5)
+    async with (
+        served("a", config=quick_reap) as (a, _url),
+        Mesh("b", "127.0.0.1:0", join=[a.address], profile="local") as b,
+    ):
+        assert a.http_address is not None
+        c = py_consul(a.http_address)
+        await b.register("cache", 6379, id="cache-1")
+        await eventually(lambda: bool(a.discover("cache")))
+        _index, [entry] = await anyio.to_thread.run_sync(lambda: c.health.service("cache"))
+        assert [(ch["CheckID"], ch["Status"], ch["Type"]) for ch in entry["Checks"]] == [
+            ("serfHealth", "passing", ""),
+            ("service:cache-1", "passing", "aggregate"),
+        ]
+        await b.close()  # a crash, to the others
+
+        def serf_state() -> str | None:
+            entries = c.health.service("cache")[1]
+            return entries[0]["Checks"][0]["Status"] if entries else None
+
+        await eventually_in_thread(lambda: serf_state() == "critical")
+        passing = await anyio.to_thread.run_sync(lambda: c.health.service("cache", passing=True))
+        assert passing[1] == []
+        nodes = await anyio.to_thread.run_sync(lambda: c.catalog.nodes()[1])
+        assert {n["Node"] for n in nodes} == {"a", "b"}  # failed nodes stay until reaped
+        await eventually_in_thread(lambda: serf_state() is None)
+        assert await anyio.to_thread.run_sync(lambda: c.catalog.services()[1]) == {}
+
+
+async def eventually_in_thread(predicate: Any, timeout_s: float = DEADLINE_S) -> None:
+    with anyio.fail_after(timeout_s):
+        while not await anyio.to_thread.run_sync(predicate):
+            await anyio.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------ agent
+
+
+class AgentProcess:
+    """``meshlite agent --log-json`` with its HTTP API on a free port."""
+
+    def __init__(self, *argv: str) -> None:
+        self.proc = subprocess.Popen(
+            [*COMMAND, "agent", "--log-json", "--bind", "127.0.0.1:0", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[dict[str, Any]] = []
+
+    def http_address(self) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            raw = self.proc.stdout.readline()
+            if not raw:
+                break
+            line = json.loads(raw)
+            self.lines.append(line)
+            if line.get("event") == "start":
+                return str(line["http"])
+        pytest.fail(f"no start line; exit={self.proc.poll()} {self.lines}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=DEADLINE_S)
+
+
+@pytest.fixture
+def agent_process() -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
+    try:
+        yield started
+    finally:
+        for agent in started:
+            agent.kill()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_py_consul_against_a_meshlite_agent(
+    agent_process: list[AgentProcess], anyio_backend: str
+) -> None:
+    key = meshlite.generate_key()
+    agent = AgentProcess("--name", "agent-1", "--profile", "local", "--key", key,
+                         "--http", "127.0.0.1:0")  # fmt: skip
+    agent_process.append(agent)
+    address = agent.http_address()
+    c, other = py_consul(address), py_consul(address)
+    await anyio.to_thread.run_sync(service_lifecycle, c, "agent-1")
+    await anyio.to_thread.run_sync(agent_and_status, c, "agent-1", key)
+    await anyio.to_thread.run_sync(blocking_queries, c, other)
+    assert await anyio.to_thread.run_sync(c.agent.leave)  # Consul's: leave, then exit
+    assert await anyio.to_thread.run_sync(lambda: agent.proc.wait(timeout=DEADLINE_S)) == 0
+    assert agent.proc.stderr is not None and agent.proc.stderr.read() == ""
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_agent_sigterm_still_leaves_with_http_running(
+    agent_process: list[AgentProcess], anyio_backend: str
+) -> None:
+    agent = AgentProcess("--profile", "local", "--http", "127.0.0.1:0")
+    agent_process.append(agent)
+    address = agent.http_address()
+    assert await anyio.to_thread.run_sync(lambda: py_consul(address).agent.self())
+    agent.proc.send_signal(signal.SIGTERM)
+    assert await anyio.to_thread.run_sync(lambda: agent.proc.wait(timeout=DEADLINE_S)) == 0
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_dev_mode_serves_http_on_8500_unless_told_otherwise() -> None:
+    from meshlite.cli import agent_config, build_parser
+
+    def config(*argv: str) -> Any:
+        return agent_config(build_parser().parse_args(["agent", *argv]))
+
+    assert config("--dev").http == "127.0.0.1:8500"
+    assert config("--dev", "--http", "127.0.0.1:0").http == "127.0.0.1:0"
+    assert config().http is None
+    cfg = config("--http", "127.0.0.1:8501", "--http-token", "t", "--http-token-reads")
+    kwargs = cfg.mesh_kwargs()
+    assert (kwargs["http"], kwargs["http_token"], kwargs["http_token_reads"]) == (
+        "127.0.0.1:8501", "t", True
+    )  # fmt: skip
+
+
+def test_a_taken_http_port_fails_with_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [*COMMAND, "agent", "--bind", "127.0.0.1:0", "--http", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=DEADLINE_S, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"meshlite: error: cannot bind 127.0.0.1:{port} (HTTP API): Address already in use"
+    ]
