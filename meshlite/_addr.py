@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import ipaddress
 
+import ifaddr
+
+from meshlite._core.wire import Addr
 from meshlite.errors import ConfigError
 
-__all__ = ["DEFAULT_PORT", "format_hostport", "is_ip", "parse_hostport"]
+__all__ = [
+    "DEFAULT_PORT",
+    "advertise_address",
+    "format_hostport",
+    "is_ip",
+    "parse_hostport",
+]
 
 DEFAULT_PORT = 7946  # memberlist's and Serf's default gossip port, so firewalls already know it
 
@@ -83,3 +92,20 @@ def _parse_port(port_text: str, default: int, text: str, what: str, allow_zero: 
 
 def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def advertise_address(local: Addr) -> Addr:
+    """Bound to every interface: advertise this host's private address, as memberlist's
+    ``GetPrivateIP`` does (loopback only when there is nothing else)."""
+    host, port = local
+    if not ipaddress.ip_address(host).is_unspecified:
+        return local
+    want = 6 if ":" in host else 4
+    found = [
+        ipaddress.ip_address(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+    ]
+    usable = [a for a in found if a.version == want and not a.is_loopback and not a.is_link_local]
+    usable.sort(key=lambda a: not a.is_private)
+    return (str(usable[0]) if usable else "127.0.0.1" if want == 4 else "::1", port)

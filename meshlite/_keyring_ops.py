@@ -19,11 +19,13 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
 from meshlite._core.wire import (
+    Addr,
     DecodeError,
     KeyringRequest,
     KeyringResponse,
@@ -33,7 +35,11 @@ from meshlite._core.wire import (
 from meshlite._crypto import Keyring, parse_key
 from meshlite.errors import ConfigError, KeyringError
 
-__all__ = ["OPS", "KeyringResult", "apply_request", "fan_out"]
+if TYPE_CHECKING:
+    from meshlite._core.config import SwimConfig
+    from meshlite._driver import Driver
+
+__all__ = ["OPS", "KeyringMethods", "KeyringResult", "apply_request", "fan_out", "no_keyring"]
 
 OPS = ("list", "install", "use", "remove")
 
@@ -138,3 +144,43 @@ def _summarise(op: str, responses: dict[str, KeyringResponse | str]) -> KeyringR
 
 def b64(key: bytes) -> str:
     return base64.b64encode(key).decode()
+
+
+def no_keyring(_plaintext: bytes) -> bytes:
+    """The answer of a peer without encryption to a keyring request."""
+    return encode_message(KeyringResponse(False, "this peer runs without encryption", []))
+
+
+class KeyringMethods:
+    """Mixed into ``Mesh``: rotation on the running mesh (see the module docstring)."""
+
+    name: str
+    config: SwimConfig
+    _keyring: Keyring | None
+
+    def _running(self) -> Driver:
+        raise NotImplementedError  # Mesh's
+
+    async def keyring_list(self) -> KeyringResult:
+        return await self._keyring_op("list", None)
+
+    async def keyring_install(self, key: str | bytes) -> KeyringResult:
+        return await self._keyring_op("install", key)
+
+    async def keyring_use(self, key: str | bytes) -> KeyringResult:
+        return await self._keyring_op("use", key)
+
+    async def keyring_remove(self, key: str | bytes) -> KeyringResult:
+        return await self._keyring_op("remove", key)
+
+    async def _keyring_op(self, op: str, key: str | bytes | None) -> KeyringResult:
+        driver = self._running()
+        if self._keyring is None:
+            raise ConfigError("this mesh runs without encryption: start it with key=... to rotate")
+        peers = [(m.name, (m.address, m.port)) for m in driver.alive_peers()]
+        timeout_s = self.config.tcp_timeout_s
+
+        async def request(addr: Addr, payload: bytes) -> bytes | None:
+            return await driver.request(addr, payload, timeout_s)
+
+        return await fan_out(self._keyring, op, key, self.name, peers, request)

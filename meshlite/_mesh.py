@@ -15,8 +15,6 @@ Everything the application reads (``members()``) comes from the core's memory: n
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 import random
 import socket
@@ -26,10 +24,9 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import anyio.abc
 import attrs
-import ifaddr
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from meshlite._addr import format_hostport, is_ip, parse_hostport
+from meshlite._addr import advertise_address, format_hostport, is_ip, parse_hostport
 from meshlite._core import events as ev
 from meshlite._core.config import SwimConfig
 from meshlite._core.directory import Directory
@@ -37,14 +34,15 @@ from meshlite._core.swim import SwimCore
 from meshlite._core.wire import MAX_META_BYTES, MAX_NAME_BYTES
 from meshlite._crypto import Keyring, Sealer, parse_key
 from meshlite._driver import WATCH_BUFFER, Driver, backoff_s
-from meshlite._keyring_ops import KeyringResult, apply_request, fan_out
+from meshlite._keyring_ops import KeyringMethods, apply_request, no_keyring
+from meshlite._mesh_frontends import FrontendMethods, dns_config, http_bind
 from meshlite._mesh_services import ServiceMethods
 from meshlite._services import Services
 from meshlite._transport import Transport
 from meshlite.errors import ConfigError, NotRunningError
 
 if TYPE_CHECKING:
-    from meshlite._dns import DnsConfig, DnsServer
+    from meshlite._dns import DnsServer
     from meshlite._http import HttpServer
 
 __all__ = ["SERVER_META_KEY", "Mesh"]
@@ -85,7 +83,7 @@ def _check_name(name: str | None) -> str:
     return name
 
 
-class Mesh(ServiceMethods):
+class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
     """One peer.  See the module docstring and ``docs/`` for the whole story."""
 
     def __init__(
@@ -133,10 +131,10 @@ class Mesh(ServiceMethods):
         self.config = config
         self._mdns_enabled = mdns
         self._mdns_publish = mdns_publish
-        self._dns_config = _dns_config(dns, dns_domain, dns_ttl_s)
+        self._dns_config = dns_config(dns, dns_domain, dns_ttl_s)
         self._dns: DnsServer | None = None
         # The Consul-compatible HTTP API (meshlite._http): off unless an address is given.
-        self._http_bind = _http_bind(http, http_token)
+        self._http_bind = http_bind(http, http_token)
         self._http_token = http_token
         self._http_token_reads = bool(http_token_reads)
         self._http: HttpServer | None = None
@@ -188,7 +186,7 @@ class Mesh(ServiceMethods):
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         transport = await Transport.bind(*self._bind)
-        self._addr = self._advertise or _advertise_for(transport.local)
+        self._addr = self._advertise or advertise_address(transport.local)
         now = anyio.current_time()
         meta = self._gossip_meta()
         services = Services(
@@ -209,7 +207,7 @@ class Mesh(ServiceMethods):
         )
         sealer = Sealer(self._keyring, self.cluster)
         keyring = self._keyring
-        handler = (lambda pt: apply_request(keyring, pt)) if keyring is not None else _no_keyring
+        handler = (lambda pt: apply_request(keyring, pt)) if keyring is not None else no_keyring
         timeout_s = self.config.tcp_timeout_s
         self._driver = Driver(
             core, transport, sealer, handler, name=self.name, tcp_timeout_s=timeout_s
@@ -302,17 +300,6 @@ class Mesh(ServiceMethods):
             raise NotRunningError("the mesh is not started; use `async with Mesh(...)`")
         return format_hostport(*self._addr)
 
-    @property
-    def dns_address(self) -> str | None:
-        """The ``host:port`` DNS is served on (the real port when bound to 0), or ``None``."""
-        return None if self._dns is None else self._dns.address
-
-    @property
-    def http_address(self) -> str | None:
-        """The ``host:port`` the HTTP API is served on (the real port when bound to 0),
-        or ``None`` without ``http=``."""
-        return None if self._http is None else format_hostport(*self._http.address)
-
     def members(self) -> list[ev.Member]:
         """Every member this peer knows, itself included, sorted by name."""
         return [self._public(m) for m in self._running().core.members()]
@@ -352,32 +339,6 @@ class Mesh(ServiceMethods):
         """Counters: packets and bytes, drops by reason, probes, suspicions, ..."""
         driver = self._running()
         return {**driver.core.stats, **driver.stats}
-
-    # ------------------------------------------------------------------ keyring
-
-    async def keyring_list(self) -> KeyringResult:
-        return await self._keyring_op("list", None)
-
-    async def keyring_install(self, key: str | bytes) -> KeyringResult:
-        return await self._keyring_op("install", key)
-
-    async def keyring_use(self, key: str | bytes) -> KeyringResult:
-        return await self._keyring_op("use", key)
-
-    async def keyring_remove(self, key: str | bytes) -> KeyringResult:
-        return await self._keyring_op("remove", key)
-
-    async def _keyring_op(self, op: str, key: str | bytes | None) -> KeyringResult:
-        driver = self._running()
-        if self._keyring is None:
-            raise ConfigError("this mesh runs without encryption: start it with key=... to rotate")
-        peers = [(m.name, (m.address, m.port)) for m in driver.alive_peers()]
-        timeout_s = self.config.tcp_timeout_s
-
-        async def request(addr: ev.Addr, payload: bytes) -> bytes | None:
-            return await driver.request(addr, payload, timeout_s)
-
-        return await fan_out(self._keyring, op, key, self.name, peers, request)
 
     # ------------------------------------------------------------------ internals
 
@@ -430,108 +391,3 @@ class Mesh(ServiceMethods):
                 continue
             out.extend((str(info[4][0]), port) for info in infos)
         return [a for a in dict.fromkeys(out) if a != self._addr]
-
-    async def _start_dns(self, config: DnsConfig) -> None:
-        from meshlite._dns import DnsServer, LiveNodes  # dnspython only when asked for
-
-        driver = self._running()
-        self._dns = await DnsServer.bind(
-            config,
-            node=self.name,
-            directory=lambda: self._directory,
-            nodes=LiveNodes(lambda: None if self._closed else driver.core),
-            stats=driver.stats,
-        )
-        await driver.start(self._dns.serve)
-
-    async def _start_http(self, bind: ev.Addr) -> None:
-        from meshlite._http import HttpServer, no_raft  # Starlette, Hypercorn only if asked
-
-        assert self._services is not None
-        self._http = HttpServer(
-            self,
-            self._services,
-            bind,
-            token=self._http_token,
-            token_reads=self._http_token_reads,
-            # The Raft integration's seams: its leader/peers view for /v1/status/*, and
-            # its KV/session/txn routes as extra_routes= and extra_openapi=.
-            raft_status=no_raft,
-        )
-        await self._running().start(self._http.run)
-
-    def _make_publisher(self) -> Any:
-        if not self._mdns_publish:
-            return None
-        from meshlite._mdns_publish import Publisher  # zeroconf only when asked for
-
-        assert self._addr is not None
-        # The advertised IP picks the interfaces to multicast on, as for mdns=True.
-        self._publisher = Publisher(self.name, self._addr[0])
-        return self._publisher
-
-    def _start_mdns(self) -> None:
-        from meshlite._mdns import MdnsDiscovery  # zeroconf is only imported when asked for
-
-        token = anyio.lowlevel.current_token()
-        assert self._addr is not None
-
-        def found(addr: ev.Addr) -> None:  # runs on zeroconf's thread
-            with contextlib.suppress(RuntimeError):  # our loop is gone: the mesh is closing
-                anyio.from_thread.run_sync(self._on_mdns_peer, addr, token=token)
-
-        self._mdns = MdnsDiscovery(self.name, self._addr, self.cluster, found)
-        self._mdns.start()
-
-    def _on_mdns_peer(self, addr: ev.Addr) -> None:
-        driver = self._driver
-        if driver is None or self._left:
-            return
-        known = {(m.address, m.port) for m in driver.alive_peers()}
-        if addr not in known and addr != self._addr:
-            log.info("mdns: found peer at %s; joining", format_hostport(*addr))
-            driver.feed(ev.JoinRequested((addr,)))
-
-
-def _dns_config(bind: str | None, domain: str, ttl_s: int) -> DnsConfig | None:
-    if bind is None:
-        return None
-    from meshlite._dns import DnsConfig  # dnspython only when asked for
-
-    return DnsConfig.create(bind, domain, ttl_s)
-
-
-def _http_bind(bind: str | None, token: str | None) -> ev.Addr | None:
-    if token is not None and (not isinstance(token, str) or not token.strip()):
-        raise ConfigError("http_token must be a non-empty string (or None for no token)")
-    if bind is None:
-        if token is not None:
-            raise ConfigError("http_token is set but http is not: give http='host:port' too")
-        return None
-    host, port = parse_hostport(bind, what="http", default_port=8500, allow_port_zero=True)
-    if not is_ip(host):
-        raise ConfigError(f"http {bind!r}: the host must be an IP address to bind to")
-    return host, port
-
-
-def _no_keyring(_plaintext: bytes) -> bytes:
-    from meshlite._core.wire import KeyringResponse, encode_message
-
-    return encode_message(KeyringResponse(False, "this peer runs without encryption", []))
-
-
-def _advertise_for(local: ev.Addr) -> ev.Addr:
-    """Bound to every interface: advertise this host's private address, as memberlist's
-    ``GetPrivateIP`` does (loopback only when there is nothing else)."""
-    host, port = local
-    if not ipaddress.ip_address(host).is_unspecified:
-        return local
-    want = 6 if ":" in host else 4
-    found = [
-        ipaddress.ip_address(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
-        for adapter in ifaddr.get_adapters()
-        for ip in adapter.ips
-    ]
-    usable = [a for a in found if a.version == want and not a.is_loopback and not a.is_link_local]
-    usable.sort(key=lambda a: not a.is_private)
-    return (str(usable[0]) if usable else "127.0.0.1" if want == 4 else "::1", port)

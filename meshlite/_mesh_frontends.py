@@ -1,0 +1,153 @@
+"""The optional front-ends of :class:`~meshlite.Mesh`: DNS, the HTTP API and mDNS.
+
+Theory of operation
+-------------------
+A mixin so ``_mesh.py`` stays about membership and lifecycle.  Each front-end is off
+unless asked for, imports its libraries only then (dnspython, Starlette/Hypercorn,
+zeroconf), and runs inside the mesh: servers as tasks of the driver's task group (so they
+stop with it), zeroconf in its own thread whose callbacks hop back onto the mesh's loop.
+``dns_config`` and ``http_bind`` validate their settings in ``Mesh.__init__``, before
+anything binds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from meshlite._addr import format_hostport, is_ip, parse_hostport
+from meshlite._core import events as ev
+from meshlite.errors import ConfigError
+
+if TYPE_CHECKING:
+    from meshlite._core.directory import Directory
+    from meshlite._dns import DnsConfig, DnsServer
+    from meshlite._driver import Driver
+    from meshlite._http import HttpServer
+    from meshlite._mesh import Mesh
+    from meshlite._services import Services
+
+__all__ = ["FrontendMethods", "dns_config", "http_bind"]
+
+log = logging.getLogger("meshlite")
+
+
+class FrontendMethods:
+    """Mixed into ``Mesh``; see the module docstring."""
+
+    name: str
+    cluster: str
+    _addr: ev.Addr | None
+    _closed: bool
+    _left: bool
+    _driver: Driver | None
+    _directory: Directory | None
+    _services: Services | None
+    _dns: DnsServer | None
+    _http: HttpServer | None
+    _http_token: str | None
+    _http_token_reads: bool
+    _mdns: Any
+    _mdns_publish: bool
+    _publisher: Any
+
+    def _running(self) -> Driver:
+        raise NotImplementedError  # Mesh's
+
+    @property
+    def dns_address(self) -> str | None:
+        """The ``host:port`` DNS is served on (the real port when bound to 0), or ``None``."""
+        return None if self._dns is None else self._dns.address
+
+    @property
+    def http_address(self) -> str | None:
+        """The ``host:port`` the HTTP API is served on (the real port when bound to 0),
+        or ``None`` without ``http=``."""
+        return None if self._http is None else format_hostport(*self._http.address)
+
+    async def _start_dns(self, config: DnsConfig) -> None:
+        from meshlite._dns import DnsServer, LiveNodes  # dnspython only when asked for
+
+        driver = self._running()
+        self._dns = await DnsServer.bind(
+            config,
+            node=self.name,
+            directory=lambda: self._directory,
+            nodes=LiveNodes(lambda: None if self._closed else driver.core),
+            stats=driver.stats,
+        )
+        await driver.start(self._dns.serve)
+
+    async def _start_http(self, bind: ev.Addr) -> None:
+        from meshlite._http import HttpServer, no_raft  # Starlette, Hypercorn only if asked
+
+        assert self._services is not None
+        self._http = HttpServer(
+            cast("Mesh", self),
+            self._services,
+            bind,
+            token=self._http_token,
+            token_reads=self._http_token_reads,
+            # The Raft integration's seams: its leader/peers view for /v1/status/*, and
+            # its KV/session/txn routes as extra_routes= and extra_openapi=.
+            raft_status=no_raft,
+        )
+        await self._running().start(self._http.run)
+
+    def _make_publisher(self) -> Any:
+        if not self._mdns_publish:
+            return None
+        from meshlite._mdns_publish import Publisher  # zeroconf only when asked for
+
+        assert self._addr is not None
+        # The advertised IP picks the interfaces to multicast on, as for mdns=True.
+        self._publisher = Publisher(self.name, self._addr[0])
+        return self._publisher
+
+    def _start_mdns(self) -> None:
+        from meshlite._mdns import MdnsDiscovery  # zeroconf is only imported when asked for
+
+        token = anyio.lowlevel.current_token()
+        assert self._addr is not None
+
+        def found(addr: ev.Addr) -> None:  # runs on zeroconf's thread
+            with contextlib.suppress(RuntimeError):  # our loop is gone: the mesh is closing
+                anyio.from_thread.run_sync(self._on_mdns_peer, addr, token=token)
+
+        self._mdns = MdnsDiscovery(self.name, self._addr, self.cluster, found)
+        self._mdns.start()
+
+    def _on_mdns_peer(self, addr: ev.Addr) -> None:
+        driver = self._driver
+        if driver is None or self._left:
+            return
+        known = {(m.address, m.port) for m in driver.alive_peers()}
+        if addr not in known and addr != self._addr:
+            log.info("mdns: found peer at %s; joining", format_hostport(*addr))
+            driver.feed(ev.JoinRequested((addr,)))
+
+
+def dns_config(bind: str | None, domain: str, ttl_s: int) -> DnsConfig | None:
+    if bind is None:
+        return None
+    from meshlite._dns import DnsConfig  # dnspython only when asked for
+
+    return DnsConfig.create(bind, domain, ttl_s)
+
+
+def http_bind(bind: str | None, token: str | None) -> ev.Addr | None:
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        raise ConfigError("http_token must be a non-empty string (or None for no token)")
+    if bind is None:
+        if token is not None:
+            raise ConfigError("http_token is set but http is not: give http='host:port' too")
+        return None
+    host, port = parse_hostport(bind, what="http", default_port=8500, allow_port_zero=True)
+    if not is_ip(host):
+        raise ConfigError(f"http {bind!r}: the host must be an IP address to bind to")
+    return host, port
