@@ -42,7 +42,7 @@ import attrs
 import msgpack
 
 from meshlite._core.wire import DecodeError
-from meshlite._core.wire_checks import check_meta, check_name, check_str, check_uint
+from meshlite._core.wire_checks import check_meta, check_name, check_str, check_uint, unpack
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -144,10 +144,7 @@ def _from_wire(v: Any) -> Record:
 def _unpack(data: bytes, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise DecodeError("catalog data too large")
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_ext_len=0)
-    except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise DecodeError(f"catalog data is not msgpack: {type(exc).__name__}") from None
+    return unpack(data, "catalog data")
 
 
 def decode_record(data: bytes) -> Record:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
-
 from meshlite._core.kv_commands import (
     MAX_SESSION_ID_BYTES,
     Command,
@@ -32,7 +30,7 @@ from meshlite._core.kv_commands import (
     uint_problem,
 )
 from meshlite._core.kv_types import MAX_KEY_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES, TxnOp
-from meshlite._core.wire_checks import MAX_NAME_BYTES, DecodeError
+from meshlite._core.wire_checks import MAX_NAME_BYTES, DecodeError, unpack
 
 __all__ = ["decode_command"]
 
@@ -89,18 +87,12 @@ def _simple_from_wire(kind: int, args: list[Any]) -> Command:
 
 def decode_command(data: bytes) -> Command:
     """The command in ``data``, fully checked; :class:`DecodeError` for anything else."""
-    try:
-        v = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=MAX_KEY_BYTES,
-            max_bin_len=MAX_VALUE_BYTES,
-            max_array_len=MAX_TXN_OPS,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise DecodeError(f"not a msgpack command: {exc}") from None
+    v = unpack(
+        data,
+        "command",
+        max_str_len=MAX_KEY_BYTES,
+        max_bin_len=MAX_VALUE_BYTES,
+        max_array_len=MAX_TXN_OPS,
+        max_map_len=0,
+    )
     return _from_wire(v)

@@ -27,7 +27,7 @@ import msgpack
 from meshlite._core.kv_prefixmap import PrefixMap
 from meshlite._core.kv_state import KVState
 from meshlite._core.kv_types import BEHAVIORS, KVEntry, Session
-from meshlite._core.wire_checks import DecodeError, check_bytes, check_str, check_uint
+from meshlite._core.wire_checks import DecodeError, check_bytes, check_str, check_uint, unpack
 
 __all__ = ["decode_state", "encode_state"]
 
@@ -134,10 +134,7 @@ def _fill(st: KVState, entries: Any, tombs: Any, sessions: Any, delays: Any) -> 
 
 def decode_state(data: bytes) -> KVState:
     """The state in ``data`` (made by :func:`encode_state`), or :class:`DecodeError`."""
-    try:
-        doc = msgpack.unpackb(data, raw=False, strict_map_key=True, max_ext_len=0)
-    except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise DecodeError(f"snapshot: not msgpack: {exc}") from None
+    doc = unpack(data, "snapshot")
     version, last, max_index, session_index, entries, tombs, sessions, delays = _list(doc, 8)
     if version != _VERSION:
         raise DecodeError(f"snapshot: unknown version {version!r}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TypeAlias
 
+import msgpack
+
 __all__ = [
     "MAX_META_BYTES",
     "MAX_NAME_BYTES",
@@ -32,6 +34,7 @@ __all__ = [
     "check_str",
     "check_str_list",
     "check_uint",
+    "unpack",
 ]
 
 Addr: TypeAlias = tuple[str, int]
@@ -140,3 +143,31 @@ def check_str_list(v: Any) -> list[str]:
     if type(v) is not list:
         raise DecodeError("expected a list")
     return [check_str(x) for x in v]
+
+
+def unpack(
+    data: bytes,
+    what: str,
+    *,
+    max_str_len: int = -1,
+    max_bin_len: int = -1,
+    max_array_len: int = -1,
+    max_map_len: int = -1,
+) -> Any:
+    """``msgpack.unpackb`` with the strict options every decoder here uses (text as
+    ``str``, string map keys only, no extension types) and the caller's size limits
+    (-1: msgpack's default, bounded by ``len(data)``); :class:`DecodeError` naming
+    ``what`` for anything that is not well-formed msgpack within them."""
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_ext_len=0,
+            max_str_len=max_str_len,
+            max_bin_len=max_bin_len,
+            max_array_len=max_array_len,
+            max_map_len=max_map_len,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types on garbage
+        raise DecodeError(f"{what} is not msgpack: {type(exc).__name__}") from None

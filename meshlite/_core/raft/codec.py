@@ -34,7 +34,14 @@ from meshlite._core.raft.messages import (
     VoteResp,
 )
 from meshlite._core.raft.types import MAX_VOTERS, Entry, EntryKind, Snapshot, decode_voters
-from meshlite._core.wire_checks import DecodeError, check_bool, check_bytes, check_name, check_uint
+from meshlite._core.wire_checks import (
+    DecodeError,
+    check_bool,
+    check_bytes,
+    check_name,
+    check_uint,
+    unpack,
+)
 
 __all__ = ["MAX_RAFT_MESSAGE_BYTES", "RaftKind", "decode_raft", "encode_raft"]
 
@@ -86,19 +93,14 @@ def decode_raft(data: bytes, max_bytes: int = MAX_RAFT_MESSAGE_BYTES) -> Message
     """The message in ``data``; anything malformed raises :class:`DecodeError` only."""
     if len(data) > max_bytes:
         raise DecodeError("raft message too large")
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=max_bytes,
-            max_bin_len=max_bytes,
-            max_array_len=_MAX_WIRE_ENTRIES,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise DecodeError(f"not msgpack: {type(exc).__name__}") from None
+    value = unpack(
+        data,
+        "raft message",
+        max_str_len=max_bytes,
+        max_bin_len=max_bytes,
+        max_array_len=_MAX_WIRE_ENTRIES,
+        max_map_len=0,
+    )
     if type(value) is not list or len(value) < 4:
         raise DecodeError("a raft message is an array [kind, frm, to, term, ...]")
     kind = value[0]

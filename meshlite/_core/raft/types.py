@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import attrs
 import msgpack
 
-from meshlite._core.wire_checks import DecodeError, check_name
+from meshlite._core.wire_checks import DecodeError, check_name, unpack
 
 if TYPE_CHECKING:
     from meshlite._core.raft.messages import Message
@@ -144,12 +144,7 @@ def encode_voters(voters: tuple[str, ...]) -> bytes:
 
 def decode_voters(data: bytes) -> tuple[str, ...]:
     """Inverse of :func:`encode_voters`; anything malformed raises :class:`DecodeError`."""
-    try:
-        value = msgpack.unpackb(
-            data, raw=False, max_str_len=4096, max_bin_len=0, max_array_len=MAX_VOTERS
-        )
-    except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise DecodeError(f"voter set is not msgpack: {type(exc).__name__}") from None
+    value = unpack(data, "voter set", max_str_len=4096, max_bin_len=0, max_array_len=MAX_VOTERS)
     if type(value) is not list:
         raise DecodeError("voter set must be a list")
     voters = tuple(check_name(v) for v in value)
