@@ -107,9 +107,14 @@ UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 36
 
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(sorted(UNITS))), min_size=1))
 def test_duration_components_add_up(parts: list[tuple[int, str]]) -> None:
+    """In range, the components sum; past Go's limit (~292 years) it is a clear error."""
     text = "".join(f"{n}{unit}" for n, unit in parts)
     total = sum(n * UNITS[unit] for n, unit in parts)
-    assert parse_duration_ns(text) == total
+    if total > MAX_DURATION_NS:
+        with pytest.raises(ConfigError, match="out of range"):
+            parse_duration_ns(text)
+    else:
+        assert parse_duration_ns(text) == total
 
 
 @given(st.text(max_size=30))
