@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from meshlite import __version__
 from meshlite._addr import format_hostport
 from meshlite._agent_config import AgentConfig, Layer, flags_layer, load_dir, load_file, merge
+from meshlite._cli_client import add_client_commands
 from meshlite.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.set_defaults(run=_run_keygen, command_parser=keygen)
     agent = commands.add_parser("agent", help="run a peer in the foreground")
     _agent_flags(agent)
+    add_client_commands(commands)  # members, services, discover, ...: the HTTP API's clients
     return parser
 
 
