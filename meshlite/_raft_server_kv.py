@@ -1,0 +1,237 @@
+"""The KV API of a Raft server: writes through the log, reads in Consul's three modes.
+
+Theory of operation
+-------------------
+Mixed into :class:`meshlite._raft_server.RaftServer`, which owns the state it uses
+(``kv``, ``node``, the ``_changed`` event and the clock).  Writes build a command with
+the ``kv_commands`` builders (bad arguments raise ``ConfigError`` before anything is
+proposed), stamp it with the leader's ``time.time()`` (``kv_commands.stamp``) and wait
+for it to apply here (``RaftNode.propose``); a refused command (an unknown session)
+raises ``ConfigError`` with the state machine's reason.
+
+Reads follow Consul's consistency modes (``agent/consul/rpc.go`` ``blockingQuery`` and
+``consistentRead``): ``"default"`` serves the leader's local state without a quorum
+round (it may be stale by the few milliseconds a deposed leader takes to notice);
+``"consistent"`` runs ReadIndex first (thesis §6.4); ``"stale"`` serves any server's
+local state and reports its known lag (``commit - applied``).  With ``index=``, a read
+blocks until ``X-Consul-Index`` of what it reads (``KVStore.key_index`` or
+``prefix_index``) exceeds ``index``, or ``wait_s`` (Consul: default 5 min, max 10) ends.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Generic, Literal, TypeVar
+
+import anyio
+import attrs
+
+from meshlite._core.kv import (
+    KVEntry,
+    KVResult,
+    KVStore,
+    Session,
+    TxnOp,
+    cmd_delete,
+    cmd_put,
+    cmd_session_create,
+    cmd_session_destroy,
+    cmd_session_renew,
+    cmd_txn,
+    stamp,
+)
+from meshlite._core.kv_types import DEFAULT_LOCK_DELAY_S, READ_VERBS
+from meshlite._core.raft import Role
+from meshlite._raft_node import RaftNode
+from meshlite.errors import ConfigError, NotLeaderError
+
+__all__ = ["CONSISTENCY_MODES", "Consistency", "KVApi", "KVRead"]
+
+T = TypeVar("T")
+Consistency = Literal["default", "consistent", "stale"]
+CONSISTENCY_MODES = ("default", "consistent", "stale")
+
+# Blocking reads: Consul's default wait (5 min) and its maximum (10 min).
+DEFAULT_WAIT_S = 300.0
+MAX_WAIT_S = 600.0
+
+
+@attrs.frozen
+class KVRead(Generic[T]):
+    """A read's answer with Consul's query meta.
+
+    ``index`` is ``X-Consul-Index`` (pass it back as ``index=`` to block for a change);
+    ``lag`` is this server's known lag, ``commit - applied`` entries (0 once caught up);
+    ``leader`` the leader this server knows (``X-Consul-KnownLeader``), or ``None``.
+    """
+
+    value: T
+    index: int
+    lag: int
+    leader: str | None
+
+
+class KVApi:
+    """Consul's KV and session calls on one server (see the module doc)."""
+
+    name: str
+    kv: KVStore
+    node: RaftNode
+    _changed: anyio.Event
+    _clock: Callable[[], float]
+
+    async def _propose(self, command: bytes) -> KVResult:
+        result = await self.node.propose(stamp(command, self._clock()))
+        assert isinstance(result, KVResult)
+        return result
+
+    async def _write(self, command: bytes) -> KVResult:
+        result = await self._propose(command)
+        if result.error is not None:
+            raise ConfigError(result.error)
+        return result
+
+    # ------------------------------------------------------------------ KV writes
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        flags: int = 0,
+        cas: int | None = None,
+        acquire: str | None = None,
+        release: str | None = None,
+    ) -> bool:
+        """Consul's ``PUT /v1/kv/<key>``: False on a stale ``cas`` or a lock not taken."""
+        command = cmd_put(key, value, flags=flags, cas=cas, acquire=acquire, release=release)
+        return (await self._write(command)).ok
+
+    async def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
+        """Consul's ``DELETE /v1/kv/<key>``: False on a stale ``cas``."""
+        return (await self._write(cmd_delete(key, recurse=recurse, cas=cas))).ok
+
+    async def txn(self, ops: Sequence[TxnOp]) -> KVResult:
+        """All-or-nothing transaction; read-only ones are served locally (``TxnRO``)."""
+        if all(op.verb in READ_VERBS for op in ops):
+            self._require_leader()
+            return self.kv.read_txn(ops)
+        return await self._propose(cmd_txn(ops))
+
+    # ------------------------------------------------------------------ sessions
+
+    async def session_create(
+        self,
+        node: str | None = None,
+        *,
+        name: str = "",
+        ttl_s: float = 0.0,
+        behavior: str = "release",
+        lock_delay_s: float = DEFAULT_LOCK_DELAY_S,
+    ) -> Session:
+        """Create a session bound to ``node`` (default: this server); returns it."""
+        command = cmd_session_create(
+            str(uuid.uuid4()),
+            self.name if node is None else node,
+            name=name,
+            ttl_s=ttl_s,
+            behavior=behavior,
+            lock_delay_s=lock_delay_s,
+        )
+        session = (await self._write(command)).session
+        assert session is not None
+        return session
+
+    async def session_destroy(self, session_id: str) -> bool:
+        """Invalidate a session; False if it did not exist."""
+        return bool((await self._write(cmd_session_destroy(session_id))).invalidated)
+
+    async def session_renew(self, session_id: str) -> Session | None:
+        """Restart a session's TTL; None if the session is gone."""
+        result = await self._write(cmd_session_renew(session_id))
+        return result.session if result.ok else None
+
+    # ------------------------------------------------------------------ KV reads
+
+    async def get(
+        self,
+        key: str,
+        *,
+        consistency: Consistency = "default",
+        index: int | None = None,
+        wait_s: float | None = None,
+    ) -> KVRead[KVEntry | None]:
+        """Consul's ``GET /v1/kv/<key>``; with ``index``, block until the key changes."""
+        return await self._read(
+            consistency, lambda: self.kv.get(key), lambda: self.kv.key_index(key), index, wait_s
+        )
+
+    async def list(
+        self,
+        prefix: str = "",
+        *,
+        consistency: Consistency = "default",
+        index: int | None = None,
+        wait_s: float | None = None,
+    ) -> KVRead[builtins.list[KVEntry]]:
+        """``?recurse``: every entry under ``prefix``, in key order."""
+        return await self._read(
+            consistency,
+            lambda: self.kv.list(prefix),
+            lambda: self.kv.prefix_index(prefix),
+            index,
+            wait_s,
+        )
+
+    async def keys(
+        self,
+        prefix: str = "",
+        separator: str | None = None,
+        *,
+        consistency: Consistency = "default",
+        index: int | None = None,
+        wait_s: float | None = None,
+    ) -> KVRead[builtins.list[str]]:
+        """``?keys&separator=``: keys under ``prefix``, cut after the separator."""
+        return await self._read(
+            consistency,
+            lambda: self.kv.keys(prefix, separator),
+            lambda: self.kv.prefix_index(prefix),
+            index,
+            wait_s,
+        )
+
+    async def _read(
+        self,
+        consistency: Consistency,
+        fetch: Callable[[], T],
+        current: Callable[[], int],
+        index: int | None,
+        wait_s: float | None,
+    ) -> KVRead[T]:
+        if consistency not in CONSISTENCY_MODES:
+            raise ConfigError(
+                f"consistency must be one of {CONSISTENCY_MODES}, not {consistency!r}"
+            )
+        if consistency == "consistent":
+            await self.node.read_barrier()  # NotLeaderError on a follower
+        elif consistency == "default":
+            self._require_leader()
+        if index:
+            wait = DEFAULT_WAIT_S if wait_s is None else wait_s
+            with anyio.move_on_after(max(0.0, min(wait, MAX_WAIT_S))):
+                while current() <= index:
+                    await self._changed.wait()
+        return KVRead(fetch(), current(), self.lag(), self.node.core.leader)
+
+    def _require_leader(self) -> None:
+        if self.node.core.role is not Role.LEADER:
+            raise NotLeaderError(self.node.core.leader)
+
+    # ------------------------------------------------------------------ status
+
+    def lag(self) -> int:
+        """Committed entries this server knows of and has not applied yet."""
+        return max(0, self.node.core.log.committed - int(self.node.applied))
