@@ -121,7 +121,9 @@ class Services:
         record = _validated(self.node, sid, name, port, tags, meta, address or self._address)
         if sid in self._local:
             self._stop_checks(sid)
-        checks = [*checks, *self._pending.get(sid, ()), *self._pending.get(name, ())]
+        # Decorator checks attach by id or by name; with the default id the two are one key.
+        targets = dict.fromkeys((sid, name))
+        checks = [*checks, *(spec for t in targets for spec in self._pending.get(t, ()))]
         entry = _Local(record, [])
         self._local[sid] = entry
         for i, spec in enumerate(checks):

@@ -112,3 +112,22 @@ async def test_bad_input_is_a_clear_config_error(anyio_backend: str) -> None:
             a.ttl_pass("service:nope")
     with pytest.raises(NotRunningError):
         a.discover("api")
+
+
+async def test_a_decorator_check_given_before_register_runs_once(anyio_backend: str) -> None:
+    """With the default id (= the name), the id and the name are one target: the check
+    must be attached once, as Consul's lone ``service:<id>`` check."""
+    calls = {"n": 0}
+    async with mesh_of(1) as (a,):
+
+        @a.check("db", interval_s=60, timeout_s=1)
+        def db_ok() -> bool:
+            calls["n"] += 1
+            return True
+
+        await a.register("db", 5432)
+        assert a._services is not None
+        assert [c for c, *_ in a._services.checks_of("db")] == ["service:db"]
+        await eventually(lambda: calls["n"] >= 1, 5)
+        await anyio.sleep(0.3)  # past the first-run stagger of any second copy
+        assert calls["n"] == 1
