@@ -538,3 +538,20 @@ def test_mutated_queries_never_raise(data: st.DataObject) -> None:
         wire[data.draw(st.integers(0, len(wire) - 1))] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(wire)))
     answerer().respond(bytes(wire[:cut]), world.directory, world.nodes)
+
+
+def test_one_answerer_follows_services_that_appear_and_disappear() -> None:
+    """The answerer caches service names by folded spelling; it must notice a new name,
+    a new spelling of one, and a name that lost its last instance."""
+    world, server = standard(), answerer()
+    assert ask(world, "api.service.meshlite", server=server).rcode() == Rcode.NXDOMAIN
+    world.service("a", "api-1", "API", "10.0.0.1", 9000)
+    assert texts(ask(world, "api.service.meshlite", server=server).answer) == {"10.0.0.1"}
+    world.service("b", "api-2", "api", "10.0.0.2", 9000)
+    assert texts(ask(world, "Api.service.meshlite", server=server).answer) == {
+        "10.0.0.1",
+        "10.0.0.2",
+    }
+    world.directory.on_broadcast(encode_record(Record("a", "api-1", 999)), 0.0)
+    world.directory.on_broadcast(encode_record(Record("b", "api-2", 999)), 0.0)
+    assert ask(world, "api.service.meshlite", server=server).rcode() == Rcode.NXDOMAIN

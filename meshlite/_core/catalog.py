@@ -196,9 +196,6 @@ class Catalog:
     def names_of(self, node: str) -> set[str]:
         return {r.name for r in self._by_node.get(node, {}).values() if not r.tombstone}
 
-    def own(self) -> list[Record]:
-        return list(self._own.values())
-
     # ------------------------------------------------------------------ owner writes
 
     def _next_version(self, above: int = 0) -> int:

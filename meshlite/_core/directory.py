@@ -10,9 +10,9 @@ own publish/withdraw) or a node's SWIM status (a node that is dead, left or unkn
 all its instances out, as Consul's ``serfHealth`` check does).  Tag filters are computed on
 first use and cached until that name changes.
 
-Every rebuild that really changes a name's results bumps that name's version; the
-I/O layer wakes ``watch()`` subscribers only then (``changed`` sets returned here), so a
-watcher never wakes for a duplicate broadcast or a change to another service.
+Every input returns the set of names whose results really changed; the I/O layer wakes
+``watch()`` subscribers of those names only, so a watcher never wakes for a duplicate
+broadcast or a change to another service.
 
 ``index`` is the catalog-wide counterpart, for the HTTP API's blocking queries (Consul's
 ``X-Consul-Index``): it only grows, by one for every input that changed some name's
@@ -54,7 +54,6 @@ class Directory:
         self._all: dict[str, tuple[Instance, ...]] = {}
         self._passing: dict[str, tuple[Instance, ...]] = {}
         self._filtered: dict[_Key, tuple[Instance, ...]] = {}
-        self.versions: dict[str, int] = {}
         # Catalog-wide change counter (see the module docstring).  It starts where the
         # catalog's versions do (the owner's wall clock in microseconds), so an index a
         # client remembers from a previous life of this peer is never taken for a current one.
@@ -78,9 +77,6 @@ class Directory:
     def names(self) -> list[str]:
         """Service names with at least one instance on a live node, sorted."""
         return sorted(self._all)
-
-    def node_up(self, node: str) -> bool:
-        return node in self._up
 
     # ------------------------------------------------------------------ inputs
 
@@ -159,7 +155,6 @@ class Directory:
             if everything == self._all.get(name, ()):
                 continue
             changed.add(name)
-            self.versions[name] = self.versions.get(name, 0) + 1
             for key in [k for k in self._filtered if k[0] == name]:
                 del self._filtered[key]
             if everything:

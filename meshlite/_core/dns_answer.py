@@ -274,15 +274,13 @@ class Answerer:
         ]
 
     def _names(self, directory: Directory) -> dict[bytes, list[str]]:
-        """Service names by their folded spelling.  ``directory.versions`` gains a key for
-        every name that ever had an instance and never loses one, so its size tells when
-        to rebuild."""
-        size = len(directory.versions)
-        if self._folded_for[0] is not directory or self._folded_for[1] != size:
+        """Service names by their folded spelling, rebuilt only when the directory's
+        catalog-wide ``index`` has moved (every change of any name's results moves it)."""
+        if self._folded_for[0] is not directory or self._folded_for[1] != directory.index:
             folded: dict[bytes, list[str]] = {}
-            for name in directory.versions:
+            for name in directory.names():
                 folded.setdefault(name.encode().lower(), []).append(name)
-            self._folded, self._folded_for = folded, (directory, size)
+            self._folded, self._folded_for = folded, (directory, directory.index)
         return self._folded
 
     def _srv(
