@@ -22,14 +22,11 @@ packet or one connection, never the server.
 
 from __future__ import annotations
 
-import errno
 import logging
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from typing import Literal
 
 import anyio
 import anyio.abc
@@ -41,6 +38,7 @@ from meshlite._core.directory import Directory
 from meshlite._core.dns_answer import Answerer, check_ttl_s
 from meshlite._core.dns_names import make_domain
 from meshlite._core.swim import SwimCore
+from meshlite._transport import bind_udp_tcp
 from meshlite.errors import ConfigError
 
 __all__ = ["DNS_PORT", "DnsConfig", "DnsServer", "LiveNodes"]
@@ -54,7 +52,6 @@ TCP_IDLE_S = 10.0
 # Concurrent TCP connections served; TCP is the fallback for large answers, so a handful
 # of clients at once is normal and hundreds means something is wrong.
 MAX_TCP_CONNECTIONS = 128
-BIND_ATTEMPTS = 16  # port 0: UDP picks, TCP may find that number taken; try again
 MAX_DATAGRAM_BYTES = 65_535
 _LENGTH_PREFIX_BYTES = 2  # RFC 1035 4.2.2
 _LIVE = frozenset({"alive", "suspect"})  # as discovery: suspect is not yet down
@@ -138,7 +135,7 @@ class DnsServer:
             config.domain, node=node, ttl_s=config.ttl_s, rng=random.Random(), stats=stats
         )
         try:
-            udp, tcp = await _bind_pair(config.host, config.port)
+            udp, tcp = await bind_udp_tcp(config.host, config.port)
         except OSError as exc:
             where = f"{format_hostport(config.host, config.port)} (DNS)"
             raise OSError(exc.errno, exc.strerror, where) from None
@@ -231,26 +228,3 @@ class DnsServer:
         with anyio.fail_after(TCP_IDLE_S):
             await stream.send(len(reply).to_bytes(_LENGTH_PREFIX_BYTES, "big") + reply)
         return True
-
-
-async def _bind_pair(
-    host: str, port: int
-) -> tuple[anyio.abc.UDPSocket, anyio.abc.Listener[anyio.abc.SocketStream]]:
-    family: Literal[socket.AddressFamily.AF_INET, socket.AddressFamily.AF_INET6] = (
-        socket.AF_INET6 if ":" in host else socket.AF_INET
-    )
-    failure: OSError | None = None
-    for _ in range(BIND_ATTEMPTS if port == 0 else 1):
-        udp = await anyio.create_udp_socket(family=family, local_host=host, local_port=port)
-        chosen = int(udp.extra(anyio.abc.SocketAttribute.local_port))
-        try:
-            tcp = await anyio.create_tcp_listener(local_host=host, local_port=chosen, family=family)
-        except OSError as exc:
-            await udp.aclose()
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            failure = exc
-            continue
-        return udp, tcp
-    assert failure is not None
-    raise failure

@@ -43,7 +43,14 @@ from meshlite._crypto import (
     parse_length,
 )
 
-__all__ = ["CHANNEL_MAGIC", "Channel", "ChannelHandler", "StreamHandler", "Transport"]
+__all__ = [
+    "CHANNEL_MAGIC",
+    "Channel",
+    "ChannelHandler",
+    "StreamHandler",
+    "Transport",
+    "bind_udp_tcp",
+]
 
 log = logging.getLogger("meshlite.transport")
 
@@ -101,6 +108,35 @@ def _peer(stream: anyio.abc.SocketStream) -> Addr:
     return (str(raw[0]), int(raw[1]))
 
 
+async def bind_udp_tcp(
+    host: str, port: int
+) -> tuple[anyio.abc.UDPSocket, anyio.abc.Listener[anyio.abc.SocketStream]]:
+    """A UDP socket and a TCP listener on the same ``host:port`` (the mesh port, DNS).
+
+    With ``port == 0`` UDP picks the number first and TCP asks for the same one, which
+    another process may hold: retried up to ``BIND_ATTEMPTS`` times."""
+    family: Literal[socket.AddressFamily.AF_INET, socket.AddressFamily.AF_INET6] = (
+        socket.AF_INET6 if ":" in host else socket.AF_INET
+    )
+    last: OSError | None = None
+    for _ in range(BIND_ATTEMPTS if port == 0 else 1):
+        udp = await anyio.create_udp_socket(family=family, local_host=host, local_port=port)
+        real_port = int(udp.extra(anyio.abc.SocketAttribute.local_port))
+        try:
+            tcp = await anyio.create_tcp_listener(
+                local_host=host, local_port=real_port, family=family
+            )
+        except OSError as exc:
+            await udp.aclose()
+            last = exc
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return udp, tcp
+    assert last is not None
+    raise last
+
+
 class Transport:
     """A bound UDP socket plus a TCP listener on the same host and port."""
 
@@ -120,26 +156,8 @@ class Transport:
     @classmethod
     async def bind(cls, host: str, port: int) -> Transport:
         """Bind UDP and TCP on ``host:port`` (``port == 0`` picks a free port for both)."""
-        family: Literal[socket.AddressFamily.AF_INET, socket.AddressFamily.AF_INET6] = (
-            socket.AF_INET6 if ":" in host else socket.AF_INET
-        )
-        last: OSError | None = None
-        for _ in range(BIND_ATTEMPTS if port == 0 else 1):
-            udp = await anyio.create_udp_socket(family=family, local_host=host, local_port=port)
-            real_port = int(udp.extra(anyio.abc.SocketAttribute.local_port))
-            try:
-                tcp = await anyio.create_tcp_listener(
-                    local_host=host, local_port=real_port, family=family
-                )
-            except OSError as exc:
-                await udp.aclose()
-                last = exc
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                continue
-            return cls(udp, tcp, (host, real_port))
-        assert last is not None
-        raise last
+        udp, tcp = await bind_udp_tcp(host, port)
+        return cls(udp, tcp, (host, int(udp.extra(anyio.abc.SocketAttribute.local_port))))
 
     async def send_packet(self, data: bytes, dst: Addr) -> None:
         """Best effort, like UDP itself: a send error is logged at debug and dropped."""
