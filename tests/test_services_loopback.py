@@ -80,7 +80,11 @@ async def test_watch_yields_the_current_list_then_each_real_change(anyio_backend
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow)
             await anyio.sleep(0.1)
+            assert b._services is not None
+            sleeping_on = b._services._wake["web"]  # the event the watcher waits on
             await a.register("other", 1)  # another service: must not wake the watcher
+            await eventually(lambda: [i.port for i in b.discover("other")] == [1])
+            assert b._services._wake["web"] is sleeping_on and not sleeping_on.is_set()
             await a.register("web", 80, id="web-1")
             await eventually(lambda: len(seen) >= 2)
             await a.register("web", 81, id="web-2")
