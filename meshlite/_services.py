@@ -36,7 +36,7 @@ import attrs
 from meshlite._addr import is_ip
 from meshlite._check_runner import CheckRunner
 from meshlite._core.catalog import MAX_RECORD_BYTES, Record, encode_record
-from meshlite._core.directory import Directory
+from meshlite._core.directory import Directory, instance_of
 from meshlite._core.events import MemberEvent, UserBroadcast
 from meshlite._core.wire_checks import MAX_META_BYTES, MAX_NAME_BYTES
 from meshlite._health import CallableCheck, CheckSpec, Instance, Status, worst
@@ -153,7 +153,7 @@ class Services:
 
     def local(self) -> list[Instance]:
         """The services registered on this peer, as discovery reports them."""
-        return [self._instance(e) for e in self._local.values()]
+        return [instance_of(self._record(e)) for e in self._local.values()]
 
     def ttl_update(self, check_id: str, status: Status, note: str) -> None:
         self.runner.ttl_update(check_id, status, note)
@@ -235,18 +235,15 @@ class Services:
     def _status(self, entry: _Local) -> Status:
         return worst(self.runner.state(c)[0] for c in entry.check_ids)
 
-    def _instance(self, entry: _Local) -> Instance:
-        r = entry.record
-        return Instance(
-            r.id, r.name, r.node, r.address, r.port, r.tags, r.meta, self._status(entry)
-        )
+    def _record(self, entry: _Local) -> Record:
+        """The service's record with its current aggregate status."""
+        return attrs.evolve(entry.record, status=str(self._status(entry)))
 
     def _publish(self, entry: _Local) -> Instance:
-        status = self._status(entry)
-        record = attrs.evolve(entry.record, status=str(status))
+        record = self._record(entry)
         names, broadcast = self.directory.publish(record, anyio.current_time())
         self._feed(broadcast)
-        instance = self._instance(entry)
+        instance = instance_of(record)
         if self._publisher is not None:
             self._publisher.publish(instance)
         self._wake_names(names)

@@ -32,7 +32,7 @@ from meshlite._core.events import MemberEvent, MemberEventKind, UserBroadcast
 from meshlite._core.wire import DecodeError
 from meshlite._health import Instance, Status
 
-__all__ = ["Directory", "broadcast_for"]
+__all__ = ["Directory", "broadcast_for", "instance_of"]
 
 _DOWN = frozenset({MemberEventKind.DEAD, MemberEventKind.LEFT, MemberEventKind.REAP})
 _GONE = frozenset({MemberEventKind.LEFT, MemberEventKind.REAP})
@@ -151,7 +151,7 @@ class Directory:
                 (r for r in self.catalog.by_name(name) if r.node in self._up),
                 key=lambda r: r.key,
             )
-            everything = tuple(_instance(r) for r in live)
+            everything = tuple(instance_of(r) for r in live)
             if everything == self._all.get(name, ()):
                 continue
             changed.add(name)
@@ -168,7 +168,8 @@ class Directory:
         return changed
 
 
-def _instance(r: Record) -> Instance:
+def instance_of(r: Record) -> Instance:
+    """A live record as discovery reports it."""
     return Instance(r.id, r.name, r.node, r.address, r.port, r.tags, r.meta, Status(r.status))
 
 
