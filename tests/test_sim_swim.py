@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections import Counter
 
+import attrs
 import pytest
 
 from meshlite._core.config import SwimConfig
@@ -209,31 +210,35 @@ def test_partition_heals_back_into_one_mesh(seed: int) -> None:
         assert_identical_views(c)
 
 
+def split_past_the_reap(seed: int, config: SwimConfig = LAN, n: int = 20) -> SimCluster:
+    """A converged mesh cut in two halves for longer than ``gossip_to_the_dead_s``: each
+    half has declared the other dead and reaped it; the network is healed on return."""
+    c = SimCluster(n, seed, config)
+    converge(c)
+    names = c.live()
+    a, b = set(names[: n // 2]), set(names[n // 2 :])
+    c.network.partition([a, b])
+    c.run_for(max_suspicion_s(n // 2, config) + 2 * config.gossip_to_the_dead_s)
+    assert all(c.node(m).alive == a for m in a)
+    assert all(c.node(m).alive == b for m in b)
+    c.network.heal()
+    return c
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_long_partition_heals_after_a_rejoin(seed: int) -> None:
     """Past ``gossip_to_the_dead_s`` the other side is reaped and forgotten (memberlist
     keeps no memory of it); one rejoin across the healed link, as a driver's retry-join
-    does, merges the two meshes through push/pull."""
-    n = 20
+    does, merges the two meshes through push/pull.  Reconnect is off here, so the rejoin
+    alone must do it."""
     with replay_hint(seed):
-        c = SimCluster(n, seed)
-        converge(c)
+        c = split_past_the_reap(seed, attrs.evolve(LAN, reconnect_interval_s=0.0))
         names = c.live()
-        a, b = set(names[: n // 2]), set(names[n // 2 :])
-        c.network.partition([a, b])
-        c.run_for(max_suspicion_s(n // 2) + 2 * LAN.gossip_to_the_dead_s)
-        assert all(c.node(m).alive == a for m in a)
-        c.network.heal()
-        joiner, seed_peer = names[0], names[-1]
-        c.sim.feed(joiner, JoinRequested((c.sim.addr_of(seed_peer),)))
+        c.sim.feed(names[0], JoinRequested((c.sim.addr_of(names[-1]),)))
         converge(c, timeout_s=60)
         assert_identical_views(c)
 
 
-# ------------------------------------------------------------------------- leave / restart
-
-
-@pytest.mark.parametrize("seed", SEEDS)
 def test_graceful_leave_is_seen_as_left_never_dead(seed: int) -> None:
     n = 50
     with replay_hint(seed):
@@ -314,17 +319,8 @@ def test_long_partition_heals_by_itself_through_reconnect(seed: int) -> None:
     """Serf's reconnect: past ``gossip_to_the_dead_s`` both sides have reaped each other,
     yet each still remembers the failed members and retries one every
     ``reconnect_interval_s``, so the mesh merges again with no rejoin from outside."""
-    n = 20
     with replay_hint(seed):
-        c = SimCluster(n, seed)
-        converge(c)
-        names = c.live()
-        a, b = set(names[: n // 2]), set(names[n // 2 :])
-        c.network.partition([a, b])
-        c.run_for(max_suspicion_s(n // 2) + 2 * LAN.gossip_to_the_dead_s)
-        assert all(c.node(m).alive == a for m in a)
-        assert all(c.node(m).alive == b for m in b)
-        c.network.heal()
+        c = split_past_the_reap(seed)
         # One interval for an attempt to fall due, a few more for Serf's 1 - failed/alive
         # skip (half the mesh failed: each peer tries with probability ~1).
         converge(c, timeout_s=3 * LAN.reconnect_interval_s)
