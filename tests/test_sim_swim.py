@@ -239,6 +239,10 @@ def test_long_partition_heals_after_a_rejoin(seed: int) -> None:
         assert_identical_views(c)
 
 
+# ------------------------------------------------------------------------- leave / restart
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_graceful_leave_is_seen_as_left_never_dead(seed: int) -> None:
     n = 50
     with replay_hint(seed):
