@@ -54,7 +54,9 @@ class Outbox:
         self._stats = stats
         self._budget_bytes = budget_bytes
         self.effects: list[Effect] = []
-        self.events: list[MemberEvent] = []  # the MemberChanged ones again, for the core
+        # The MemberChanged ones again, for the core; created by the first one (most
+        # inputs have none, and an Outbox is made for every packet).
+        self.events: list[MemberEvent] | None = None
 
     def send(self, dst: Addr, messages: Sequence[Message]) -> None:
         """One datagram to ``dst``: ``messages`` first, then broadcasts that fit."""
@@ -80,6 +82,8 @@ class Outbox:
 
     def event(self, event: MemberEvent) -> None:
         self.effects.append(MemberChanged(event))
+        if self.events is None:
+            self.events = []
         self.events.append(event)
 
     def log(self, level: int, message: str) -> None:
