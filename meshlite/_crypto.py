@@ -38,6 +38,14 @@ even if the local clock steps backwards.  Under a flood the effective window shr
 (to the span the cap covers) instead of memory growing.  Only authenticated, fresh,
 unseen frames are inserted, so a peer without the key cannot fill the cache.
 
+Channel frames.  A long-lived TCP channel (``meshlite._channel_seal``) spends one nonce
+cache entry on its first frame only: later frames are sealed with
+:meth:`Sealer.seal_in_channel` and opened with :meth:`Sealer.open_in_channel`, which
+checks the tag and the window but not the cache -- the channel's own sequence numbers
+stop replays there.  Those frames use a separate domain (another AAD, another label
+tag), so :meth:`Sealer.open` never accepts one of them and they cannot be replayed as
+datagrams or one-shot stream frames, and vice versa.
+
 Nonces are 12 random bytes from ``os.urandom`` per frame.  By the birthday bound, a
 repeat among n frames under one key has probability about n^2 / 2^97; NIST SP
 800-38D §8.3 caps random-nonce GCM at 2^32 frames per key (probability 2^-33).  A
@@ -92,6 +100,9 @@ TIMESTAMP_BYTES: Final = 8  # unsigned big-endian milliseconds since the Unix ep
 # 64 bits of BLAKE2b: separates clusters by accident-proof margin (not a security
 # boundary -- version 0 frames have no integrity at all).
 LABEL_TAG_BYTES: Final = 8
+# Associated data of channel frames after the first: this prefix, then the label.  0xFF
+# never occurs in UTF-8, so no cluster label's AAD can equal a channel AAD.
+CHANNEL_AAD_PREFIX: Final = b"\xffmeshlite-channel:"
 SEALED_OVERHEAD: Final = 1 + NONCE_BYTES + TIMESTAMP_BYTES + TAG_BYTES  # 37
 PLAINTEXT_OVERHEAD: Final = 1 + LABEL_TAG_BYTES + TIMESTAMP_BYTES  # 17
 
@@ -121,7 +132,7 @@ _MIN_FRAME_BYTES: Final = min(SEALED_OVERHEAD, PLAINTEXT_OVERHEAD)
 _KEYGEN_HINT: Final = "generate one with `meshlite keygen`"
 
 AuthReason: TypeAlias = Literal[
-    "short", "version", "plaintext", "encrypted", "label", "auth", "stale", "replay"
+    "short", "version", "plaintext", "encrypted", "label", "auth", "stale", "replay", "channel"
 ]
 
 
@@ -341,7 +352,9 @@ class Sealer:
     """Seals and opens frames for one peer: a keyring (or None: no encryption) and a label.
 
     The keyring is read on every call, so ``install``/``use``/``remove`` take effect at
-    once.  Whether encryption is on is fixed for the sealer's life.
+    once.  Whether encryption is on is fixed for the sealer's life.  ``seal``/``open`` are
+    for datagrams, one-shot streams and a channel's first frame; ``seal_in_channel`` /
+    ``open_in_channel`` for the rest of a channel (see the module docstring).
     """
 
     def __init__(
@@ -360,6 +373,10 @@ class Sealer:
         self._label_tag = hashlib.blake2b(
             self._aad, digest_size=LABEL_TAG_BYTES, person=b"meshlite-label"
         ).digest()
+        self._channel_aad = CHANNEL_AAD_PREFIX + self._aad
+        self._channel_tag = hashlib.blake2b(
+            self._aad, digest_size=LABEL_TAG_BYTES, person=b"meshlite-chan"
+        ).digest()
         self._window_ms = int(window_s * 1000)
         self.replay_cache = ReplayCache(max_nonces)
 
@@ -370,37 +387,56 @@ class Sealer:
 
     def seal(self, plaintext: bytes, now_s: float) -> bytes:
         """One frame carrying ``plaintext``, stamped with wall-clock ``now_s``."""
+        return self._seal(plaintext, now_s, self._aad, self._label_tag)
+
+    def seal_in_channel(self, plaintext: bytes, now_s: float) -> bytes:
+        """A channel frame after the first: only :meth:`open_in_channel` opens it."""
+        return self._seal(plaintext, now_s, self._channel_aad, self._channel_tag)
+
+    def _seal(self, plaintext: bytes, now_s: float, aad: bytes, tag: bytes) -> bytes:
         sent = _to_ms(now_s).to_bytes(TIMESTAMP_BYTES, "big")
         if self.keyring is None:
-            return b"\x00" + self._label_tag + sent + plaintext
+            return b"\x00" + tag + sent + plaintext
         nonce = os.urandom(NONCE_BYTES)
         cipher = self.keyring.ciphers[0]
-        return b"\x01" + nonce + cipher.encrypt(nonce, sent + plaintext, self._aad)
+        return b"\x01" + nonce + cipher.encrypt(nonce, sent + plaintext, aad)
 
     def open(self, frame: bytes, now_s: float) -> bytes:
         """The plaintext of a frame, or :class:`AuthError` -- never anything else."""
+        return self._open(frame, now_s, in_channel=False)
+
+    def open_in_channel(self, frame: bytes, now_s: float) -> bytes:
+        """Like :meth:`open` for a :meth:`seal_in_channel` frame, without the nonce cache.
+
+        Checks the tag (or label tag) and the window only: the caller must refuse
+        replays itself, as ``meshlite._channel_seal`` does with sequence numbers.
+        """
+        return self._open(frame, now_s, in_channel=True)
+
+    def _open(self, frame: bytes, now_s: float, *, in_channel: bool) -> bytes:
         if not frame:
             raise AuthError("short", "empty frame")
         version = frame[0]
         if version == VERSION_AESGCM:
             if self.keyring is None:
                 raise AuthError("encrypted", "peer encrypts but no key is configured here")
-            return self._open_sealed(frame, _to_ms(now_s))
+            return self._open_sealed(frame, _to_ms(now_s), in_channel)
         if version == VERSION_PLAINTEXT:
             if self.keyring is not None:
                 raise AuthError("plaintext", "peer sends unencrypted frames; it needs the key")
-            return self._open_plain(frame, _to_ms(now_s))
+            return self._open_plain(frame, _to_ms(now_s), in_channel)
         raise AuthError("version", f"unknown frame version {version}")
 
-    def _open_sealed(self, frame: bytes, now_ms: int) -> bytes:
+    def _open_sealed(self, frame: bytes, now_ms: int, in_channel: bool) -> bytes:
         if len(frame) < SEALED_OVERHEAD:
             raise AuthError("short", f"{len(frame)}-byte frame, need {SEALED_OVERHEAD}")
         nonce = frame[1 : 1 + NONCE_BYTES]
         body = frame[1 + NONCE_BYTES :]
+        aad = self._channel_aad if in_channel else self._aad
         assert self.keyring is not None
         for cipher in self.keyring.ciphers:
             try:
-                data = cipher.decrypt(nonce, body, self._aad)
+                data = cipher.decrypt(nonce, body, aad)
             except InvalidTag:
                 continue
             break
@@ -408,6 +444,8 @@ class Sealer:
             raise AuthError("auth", "no installed key opens it (wrong key or cluster label)")
         sent_ms = int.from_bytes(data[:TIMESTAMP_BYTES], "big")
         self._check_window(sent_ms, now_ms)
+        if in_channel:
+            return data[TIMESTAMP_BYTES:]
         reason = self.replay_cache.admit(nonce, sent_ms, now_ms - self._window_ms)
         if reason == "replay":
             raise AuthError("replay", "this frame was already received")
@@ -418,10 +456,10 @@ class Sealer:
             )
         return data[TIMESTAMP_BYTES:]
 
-    def _open_plain(self, frame: bytes, now_ms: int) -> bytes:
+    def _open_plain(self, frame: bytes, now_ms: int, in_channel: bool) -> bytes:
         if len(frame) < PLAINTEXT_OVERHEAD:
             raise AuthError("short", f"{len(frame)}-byte frame, need {PLAINTEXT_OVERHEAD}")
-        if frame[1 : 1 + LABEL_TAG_BYTES] != self._label_tag:
+        if frame[1 : 1 + LABEL_TAG_BYTES] != (self._channel_tag if in_channel else self._label_tag):
             raise AuthError("label", "peer belongs to another cluster label")
         sent_ms = int.from_bytes(frame[1 + LABEL_TAG_BYTES : PLAINTEXT_OVERHEAD], "big")
         self._check_window(sent_ms, now_ms)

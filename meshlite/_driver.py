@@ -26,18 +26,19 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
+from meshlite._channel_seal import ChannelOpener, ChannelSealer
 from meshlite._core import events as ev
 from meshlite._core.swim import SwimCore
 from meshlite._core.wire import Kind, peek_kind
 from meshlite._crypto import AuthError, Sealer
-from meshlite._transport import Channel, Transport
+from meshlite._transport import Channel, FrameHandler, Transport
 
 __all__ = ["Driver"]
 
@@ -61,6 +62,7 @@ _REFUSAL_TEXT = {
     "encrypted": "encrypted, but this mesh has no key configured",
     "replay": "replayed (a nonce seen before)",
     "stale": "too old or from the future (check clocks)",
+    "channel": "a channel frame out of sequence or from another channel (replay or splice?)",
 }
 
 
@@ -100,6 +102,8 @@ class Driver:
         self.on_member: Callable[[ev.MemberEvent], None] | None = None
         # Channel frames (long-lived one-way streams, e.g. Raft), opened: plaintext, source.
         self.on_channel_message: Callable[[bytes, ev.Addr], None] | None = None
+        # Forwarded KV/session calls (``Kind.RPC`` streams), set on Raft servers only.
+        self.rpc_handler: Callable[[bytes], Awaitable[bytes]] | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -116,7 +120,7 @@ class Driver:
                     self.transport.serve_streams,
                     self._on_stream,
                     self.tcp_timeout_s,
-                    self._on_channel_frame,
+                    self._accept_channel,
                 )
                 task_status.started()
         finally:
@@ -229,6 +233,13 @@ class Driver:
         reply = await self.transport.request(dst, frame, timeout_s)
         return None if reply is None else self._open(reply, dst)
 
+    async def call(self, dst: ev.Addr, plaintext: bytes, timeout_s: float) -> bytes | None:
+        """A sealed RPC: ``NotSentError`` if no connection was made, ``None`` if no valid
+        reply came (sent, outcome unknown), else the opened reply."""
+        frame = self.sealer.seal(plaintext, time.time())
+        reply = await self.transport.call(dst, frame, timeout_s)
+        return None if reply is None else self._open(reply, dst)
+
     async def _stream_request(self, effect: ev.SendStream) -> None:
         reply = await self.request(effect.dst, effect.data, effect.timeout_s)
         self.feed(ev.StreamReplied(effect.req_id, reply))
@@ -237,7 +248,12 @@ class Driver:
         plaintext = self._open(frame, src)
         if plaintext is None:
             return None
-        if peek_kind(plaintext) == Kind.KEYRING_REQUEST:
+        kind = peek_kind(plaintext)
+        if kind == Kind.RPC:
+            if self.rpc_handler is None:
+                return None  # not a server: the caller tries another
+            return self.sealer.seal(await self.rpc_handler(plaintext), time.time())
+        if kind == Kind.KEYRING_REQUEST:
             # Sealed with the keyring as it is *before* the operation is applied would be
             # nicer, but the handler mutates the keyring first; the primary key only changes
             # on "use", whose sender already has that key installed, so the reply opens.
@@ -252,18 +268,31 @@ class Driver:
         return None if slot.data is None else self.sealer.seal(slot.data, time.time())
 
     async def open_channel(self, dst: ev.Addr, timeout_s: float) -> Channel | None:
-        """A channel to ``dst``; send with ``channel.send(driver.seal(plaintext))``."""
-        return await self.transport.open_channel(dst, timeout_s)
+        """A channel to ``dst`` that seals what it sends: ``await channel.send(plaintext)``
+        (frames bound to the channel, see ``meshlite._channel_seal``)."""
+        sealer = ChannelSealer(self.sealer)
+        return await self.transport.open_channel(
+            dst, timeout_s, lambda plaintext: sealer.seal(plaintext, time.time())
+        )
 
     def seal(self, plaintext: bytes) -> bytes:
+        """One sealed frame (for a one-shot stream or a datagram; channels seal themselves)."""
         return self.sealer.seal(plaintext, time.time())
 
-    def _on_channel_frame(self, frame: bytes, src: ev.Addr) -> bool:
-        """Keep a channel only while its frames authenticate and someone listens."""
+    def _accept_channel(self, src: ev.Addr) -> FrameHandler:
+        """Each inbound channel gets an opener of its own: its id and next frame number."""
+        opener = ChannelOpener(self.sealer)
+        return lambda frame: self._on_channel_frame(opener, frame, src)
+
+    def _on_channel_frame(self, opener: ChannelOpener, frame: bytes, src: ev.Addr) -> bool:
+        """Keep a channel only while its frames authenticate, follow on, and someone listens."""
         if self.on_channel_message is None:
             return False
-        plaintext = self._open(frame, src)
-        if plaintext is None:
+        try:
+            plaintext = opener.open(frame, time.time())
+        except AuthError as exc:
+            self.stats[f"drop_{exc.reason}"] += 1
+            self._log_refusal(src, exc.reason, exc.detail)
             return False
         self.on_channel_message(plaintext, src)
         return True

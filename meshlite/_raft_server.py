@@ -54,7 +54,7 @@ from meshlite._core.kv import (
 )
 from meshlite._core.raft import Entry, RaftConfig, RaftCore, Role, Snapshot
 from meshlite._core.wire import Addr
-from meshlite._raft_node import RaftNode
+from meshlite._raft_node import OpenChannel, RaftNode
 from meshlite._raft_server_kv import CONSISTENCY_MODES, Consistency, KVApi, KVRead
 from meshlite._raft_storage import RaftStorage
 from meshlite.errors import ConfigError, NotLeaderError
@@ -82,8 +82,7 @@ class RaftServer(KVApi):
         name: str,
         *,
         data_dir: str | os.PathLike[str] | None,
-        open_channel: Callable[[Addr, float], Any],
-        seal: Callable[[bytes], bytes],
+        open_channel: OpenChannel,
         address_of: Callable[[str], Addr | None],
         config: RaftConfig | None = None,
         snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD,
@@ -110,7 +109,6 @@ class RaftServer(KVApi):
             self._apply,
             self._restore,
             open_channel=open_channel,
-            seal=seal,
             address_of=address_of,
             tick_s=cfg.tick_s,
         )

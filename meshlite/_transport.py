@@ -14,9 +14,13 @@ read, so a peer cannot make us allocate.
 appends and heartbeats between servers, as etcd's rafthttp streams them): the opener
 sends ``CHANNEL_MAGIC`` instead of a first length, then any number of frames, one way.
 The magic can never be a frame length (it exceeds any frame limit), so an old peer
-refuses a channel as an oversized frame.  Each frame goes to the channel handler, which
-says whether to keep the channel (the first frame must authenticate); a channel idle for
-``channel_idle_s`` is closed.  Replies, if any, travel on the other side's own channel.
+refuses a channel as an oversized frame.  Each accepted channel gets its own frame
+handler from the channel handler (a factory, called with the peer's address), which says
+per frame whether to keep the channel; a channel idle for ~``channel_idle_s`` is closed.
+The sending end may apply a ``seal`` function to each payload under its send lock, so
+frames leave in the order they were sealed: the driver binds them to the channel with
+an id and sequence numbers (``meshlite._channel_seal``), checked by the frame handler.
+Replies, if any, travel on the other side's own channel.
 
 The payloads are opaque here (the driver seals and opens them).  Every stream operation is
 bounded by a timeout; a slow or silent peer costs one task for at most that long.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Literal
 
 import anyio
@@ -47,6 +51,8 @@ __all__ = [
     "CHANNEL_MAGIC",
     "Channel",
     "ChannelHandler",
+    "FrameHandler",
+    "NotSentError",
     "StreamHandler",
     "Transport",
     "bind_udp_tcp",
@@ -67,9 +73,24 @@ MAX_INBOUND_STREAMS = 256
 CHANNEL_MAGIC = b"\xffMLC"
 # A channel with no frame for this long is closed (Raft heartbeats arrive every ~50 ms).
 CHANNEL_IDLE_S = 60.0
+# A channel's idle deadline moves once it has come this fraction of CHANNEL_IDLE_S closer,
+# not at every frame: a cancel scope per frame (or moving a deadline) costs 7-15 us on
+# asyncio, more than opening the frame.  So a channel closes after 7/8 to all of
+# ``channel_idle_s`` of silence.
+IDLE_DEADLINE_STEP = 1 / 8
+
+# Connecting to a live peer on loopback or a LAN takes well under a millisecond; a
+# connect that has not completed in this long will not (the peer is gone or filtered).
+CONNECT_TIMEOUT_S = 2.0
+
+
+class NotSentError(Exception):
+    """:meth:`Transport.call` could not connect: the request never left."""
+
 
 StreamHandler = Callable[[bytes, Addr], Awaitable[bytes | None]]
-ChannelHandler = Callable[[bytes, Addr], bool]  # False: close the channel
+FrameHandler = Callable[[bytes], bool]  # one channel's frames; False: close the channel
+ChannelHandler = Callable[[Addr], FrameHandler]  # called once per accepted channel
 
 
 async def _read_body(reader: BufferedByteReceiveStream, header: bytes, max_bytes: int) -> bytes:
@@ -89,15 +110,33 @@ _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError)
 class Channel:
     """The sending end of a channel to one peer; ``send`` frames until ``aclose``."""
 
-    def __init__(self, stream: anyio.abc.SocketStream, max_frame_bytes: int) -> None:
+    def __init__(
+        self,
+        stream: anyio.abc.SocketStream,
+        max_frame_bytes: int,
+        seal: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self._stream = stream
         self._max = max_frame_bytes
-        self._lock = anyio.Lock()  # whole frames, never interleaved
+        self._seal = seal
+        self._lock = anyio.Lock()  # whole frames, never interleaved, sent in sealed order
 
     async def send(self, payload: bytes) -> None:
-        """Write one frame; raises ``OSError``/``anyio.BrokenResourceError`` if the peer is gone."""
+        """Seal (if the channel has a ``seal``) and write one frame.
+
+        Raises ``OSError``/``anyio.BrokenResourceError`` if the peer is gone, and
+        ``ValueError`` if the frame exceeds ``max_frame_bytes`` (a sealed frame that is
+        not sent breaks the channel's sequence: the peer closes it at the next frame)."""
+        await self.send_many((payload,))
+
+    async def send_many(self, payloads: Iterable[bytes]) -> None:
+        """Seal and write several frames, in order, with one write: one system call for
+        a batch instead of one per frame.  Raises as :meth:`send`; on ``ValueError``
+        none of the batch is sent."""
         async with self._lock:
-            await self._stream.send(encode_stream_frame(payload, self._max))
+            seal, limit = self._seal, self._max
+            frames = [encode_stream_frame(p if seal is None else seal(p), limit) for p in payloads]
+            await self._stream.send(b"".join(frames))
 
     async def aclose(self) -> None:
         await self._stream.aclose()
@@ -193,12 +232,15 @@ class Transport:
                     with anyio.fail_after(timeout_s):
                         header = await reader.receive_exactly(STREAM_HEADER_BYTES)
                     if header == CHANNEL_MAGIC and channel_handler is not None:
-                        await self._serve_channel(reader, _peer(stream), channel_handler)
+                        await self._serve_channel(reader, channel_handler(_peer(stream)))
                         return
-                    with anyio.move_on_after(timeout_s):
+                    with anyio.fail_after(timeout_s):
                         request = await _read_body(reader, header, self.max_frame_bytes)
-                        reply = await handler(request, _peer(stream))
-                        if reply is not None:
+                    # The handler bounds its own time: a forwarded blocking KV read may
+                    # rightly take minutes; everything else answers at once.
+                    reply = await handler(request, _peer(stream))
+                    if reply is not None:
+                        with anyio.fail_after(timeout_s):
                             await stream.send(encode_stream_frame(reply, self.max_frame_bytes))
                 except (*_STREAM_ERRORS, TimeoutError) as exc:
                     log.debug("inbound stream dropped: %s", exc)
@@ -211,17 +253,26 @@ class Transport:
             return
 
     async def _serve_channel(
-        self, reader: BufferedByteReceiveStream, peer: Addr, handler: ChannelHandler
+        self, reader: BufferedByteReceiveStream, on_frame: FrameHandler
     ) -> None:
-        while True:
-            with anyio.fail_after(self.channel_idle_s):
+        idle_s = self.channel_idle_s
+        step_s = idle_s * IDLE_DEADLINE_STEP
+        with anyio.CancelScope(deadline=anyio.current_time() + idle_s) as idle:
+            while True:
                 header = await reader.receive_exactly(STREAM_HEADER_BYTES)
                 frame = await _read_body(reader, header, self.max_frame_bytes)
-            if not handler(frame, peer):
-                return
+                if not on_frame(frame):
+                    return
+                now = anyio.current_time()
+                if now + idle_s - idle.deadline >= step_s:
+                    idle.deadline = now + idle_s
+        raise TimeoutError(f"channel idle for {idle_s:g} s")
 
-    async def open_channel(self, dst: Addr, timeout_s: float) -> Channel | None:
-        """Connect a channel to ``dst`` (``None`` if it cannot be reached in ``timeout_s``)."""
+    async def open_channel(
+        self, dst: Addr, timeout_s: float, seal: Callable[[bytes], bytes] | None = None
+    ) -> Channel | None:
+        """Connect a channel to ``dst`` (``None`` if it cannot be reached in ``timeout_s``);
+        its ``send`` applies ``seal`` to every payload, in order (see :class:`Channel`)."""
         with anyio.move_on_after(timeout_s):
             try:
                 stream = await anyio.connect_tcp(dst[0], dst[1])
@@ -233,7 +284,7 @@ class Transport:
             except (OSError, *_GONE):
                 await stream.aclose()
                 return None
-            return Channel(stream, self.max_frame_bytes)
+            return Channel(stream, self.max_frame_bytes, seal)
         return None
 
     async def request(self, dst: Addr, payload: bytes, timeout_s: float) -> bytes | None:
@@ -247,6 +298,26 @@ class Transport:
                 log.debug("stream to %s:%s failed: %s", dst[0], dst[1], exc)
             except _GONE:
                 pass
+        return None
+
+    async def call(self, dst: Addr, payload: bytes, timeout_s: float) -> bytes | None:
+        """Like :meth:`request`, but tells "never sent" from "no answer": raises
+        :class:`NotSentError` when no connection could be made (the peer cannot have
+        acted on the request), returns ``None`` when it was sent and no reply came."""
+        try:
+            with anyio.fail_after(min(timeout_s, CONNECT_TIMEOUT_S)):
+                stream = await anyio.connect_tcp(dst[0], dst[1])
+        except (OSError, TimeoutError) as exc:
+            raise NotSentError(f"cannot connect to {dst[0]}:{dst[1]}: {exc}") from exc
+        async with stream:
+            with anyio.move_on_after(timeout_s):
+                try:
+                    await stream.send(encode_stream_frame(payload, self.max_frame_bytes))
+                    return await _read_frame(stream, self.max_frame_bytes)
+                except _STREAM_ERRORS as exc:
+                    log.debug("call to %s:%s failed: %s", dst[0], dst[1], exc)
+                except _GONE:
+                    pass
         return None
 
     async def aclose(self) -> None:

@@ -290,6 +290,47 @@ def test_sealer_config_errors() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Channel frames: their own domain, no nonce cache (meshlite._channel_seal binds them)
+
+
+@given(plaintext=payloads, label=labels, keyed=st.booleans())
+def test_in_channel_round_trip_skips_the_nonce_cache(
+    plaintext: bytes, label: str, keyed: bool
+) -> None:
+    keys = (KEY_A,) if keyed else ()
+    sender, receiver = sealer(*keys, label=label), sealer(*keys, label=label)
+    frame = sender.seal_in_channel(plaintext, T0)
+    assert len(frame) == len(plaintext) + sender.overhead_bytes
+    assert receiver.open_in_channel(frame, T0) == plaintext
+    assert receiver.open_in_channel(frame, T0) == plaintext  # the caller refuses replays
+    assert len(receiver.replay_cache) == 0
+
+
+@pytest.mark.parametrize(("keys", "reason"), [((KEY_A,), "auth"), ((), "label")])
+def test_channel_and_ordinary_frames_never_open_as_each_other(
+    keys: tuple[str, ...], reason: str
+) -> None:
+    sender, receiver = sealer(*keys), sealer(*keys)
+    assert reason_of(receiver, sender.seal_in_channel(b"append", T0)) == reason
+    with pytest.raises(AuthError) as info:
+        receiver.open_in_channel(sender.seal(b"ping", T0), T0)
+    assert info.value.reason == reason
+    assert len(receiver.replay_cache) == 0
+
+
+@pytest.mark.parametrize("keys", [(KEY_A,), ()])
+def test_in_channel_frames_still_check_the_window_and_tag(keys: tuple[str, ...]) -> None:
+    sender, receiver = sealer(*keys), sealer(*keys)
+    late = sender.seal_in_channel(b"x", T0 - DEFAULT_WINDOW_S - 1)
+    with pytest.raises(AuthError) as info:
+        receiver.open_in_channel(late, T0)
+    assert info.value.reason == "stale"
+    with pytest.raises(AuthError) as info:
+        sealer(KEY_B).open_in_channel(sealer(KEY_A).seal_in_channel(b"x", T0), T0)
+    assert info.value.reason == "auth"
+
+
+# ---------------------------------------------------------------------------------------
 # Replay cache: bounded, and never admits a frame twice
 
 

@@ -14,7 +14,13 @@ import meshlite
 from meshlite import Mesh
 from meshlite._core.raft import Entry, RaftConfig, RaftCore, Snapshot
 from meshlite._core.wire import Addr
-from meshlite._raft_node import CHANNEL_RAFT, RaftNode
+from meshlite._raft_node import (
+    CHANNEL_RAFT,
+    PEER_BATCH_BYTES,
+    PEER_BATCH_MESSAGES,
+    RaftNode,
+    _next_batch,
+)
 from meshlite._raft_storage import RaftStorage
 from meshlite.errors import NotLeaderError
 
@@ -42,7 +48,6 @@ class Server:
             self._apply,
             self._restore,
             open_channel=driver.open_channel,
-            seal=driver.seal,
             address_of=self._address_of,
             tick_s=RaftConfig().tick_s,
         )
@@ -134,3 +139,18 @@ async def test_three_servers_elect_replicate_and_survive_the_leader(anyio_backen
         assert new is not None and new is not leader
         assert await new.node.propose(b"after") == 161
         await eventually(lambda: all(s.applied[-1:] == [b"after"] for s in rest), 10)
+
+
+async def test_queued_messages_go_out_in_bounded_batches(anyio_backend: str) -> None:
+    tx, rx = anyio.create_memory_object_stream[bytes](1024)
+    with tx, rx:
+        for i in range(PEER_BATCH_MESSAGES + 10):
+            tx.send_nowait(b"%d" % i)
+        first, second = await _next_batch(rx), await _next_batch(rx)
+        assert [len(first), len(second)] == [PEER_BATCH_MESSAGES, 10]
+        assert first + second == [b"%d" % i for i in range(PEER_BATCH_MESSAGES + 10)]
+        big = bytes(PEER_BATCH_BYTES // 2 + 1)
+        for _ in range(3):
+            tx.send_nowait(big)
+        assert len(await _next_batch(rx)) == 2  # the byte bound, then the rest
+        assert len(await _next_batch(rx)) == 1

@@ -42,7 +42,6 @@ def _server(mesh: Mesh, data_dir: Path | None, threshold: int) -> RaftServer:
         mesh.name,
         data_dir=data_dir,
         open_channel=driver.open_channel,
-        seal=driver.seal,
         address_of=address_of,
         snapshot_threshold=threshold,
         durable=False,

@@ -71,6 +71,9 @@ class Kind(enum.IntEnum):
     USER = 9
     KEYRING_REQUEST = 10
     KEYRING_RESPONSE = 11
+    # A KV/session call forwarded to a Raft server over a sealed stream: routed by the
+    # driver to meshlite._kv_serve before the SWIM core sees it (no class here).
+    RPC = 12
 
 
 def _arity(v: list[Any], n: int) -> None:
