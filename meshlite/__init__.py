@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from meshlite._core.config import SwimConfig
 from meshlite._core.events import Member, MemberEvent, MemberEventKind
+from meshlite._core.kv import KVEntry, KVResult, Session, TxnOp
 from meshlite._crypto import generate_key
 from meshlite._default import default_mesh, members, start, stop
+from meshlite._default_kv import SyncKV, kv, lock
 from meshlite._default_services import (
     Watch,
     check,
@@ -30,33 +32,57 @@ from meshlite._health import (
     TTLCheck,
 )
 from meshlite._keyring_ops import KeyringResult
+from meshlite._kv_client import KV
+from meshlite._lock import Lock
 from meshlite._mesh import Mesh
-from meshlite.errors import ConfigError, KeyringError, MeshliteError, NotRunningError
+from meshlite._raft_server_kv import KVRead
+from meshlite.errors import (
+    ConfigError,
+    KeyringError,
+    MeshliteError,
+    NoLeaderError,
+    NotLeaderError,
+    NotRunningError,
+    OutcomeUnknownError,
+)
 
 __all__ = [
+    "KV",
     "CallableCheck",
     "ConfigError",
     "HTTPCheck",
     "Instance",
+    "KVEntry",
+    "KVRead",
+    "KVResult",
     "KeyringError",
     "KeyringResult",
+    "Lock",
     "Member",
     "MemberEvent",
     "MemberEventKind",
     "Mesh",
     "MeshliteError",
+    "NoLeaderError",
+    "NotLeaderError",
     "NotRunningError",
+    "OutcomeUnknownError",
     "ScriptCheck",
+    "Session",
     "Status",
     "SwimConfig",
+    "SyncKV",
     "TCPCheck",
     "TTLCheck",
+    "TxnOp",
     "Watch",
     "check",
     "default_mesh",
     "deregister",
     "discover",
     "generate_key",
+    "kv",
+    "lock",
     "members",
     "pick",
     "register",

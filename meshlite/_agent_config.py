@@ -124,7 +124,7 @@ class AgentConfig:
     profile: str = "lan"
     log_level: str = "info"
     log_json: bool = False
-    # Accepted and kept for later issues (Raft servers, HTTP API); unused so far.
+    # Raft servers: where their state lives (None: memory) and how many found the cluster.
     data_dir: str | None = None
     bootstrap_expect: int | None = None
     http: str | None = None  # the HTTP API (meshlite._http); --dev: 127.0.0.1:8500
@@ -148,6 +148,8 @@ class AgentConfig:
             "key": list(self.keys) or None,
             "cluster": self.cluster,
             "server": self.server,
+            "bootstrap_expect": self.bootstrap_expect if self.server else None,
+            "data_dir": self.data_dir if self.server else None,
             "meta": dict(self.meta),
             "mdns": self.mdns,
             "mdns_publish": self.mdns_publish,
@@ -160,10 +162,10 @@ class AgentConfig:
             "dns_ttl_s": self.dns_ttl_s,
         }
 
-    def reserved_in_use(self) -> list[str]:
-        """Settings given that no feature uses yet (the agent warns about each)."""
+    def ignored_in_use(self) -> list[str]:
+        """Server-only settings given to a peer that is not a server (warned about)."""
         names = ("data_dir", "bootstrap_expect")
-        return [n for n in names if getattr(self, n) is not None]
+        return [] if self.server else [n for n in names if getattr(self, n) is not None]
 
 
 # ------------------------------------------------------------------------------ layers
@@ -349,9 +351,9 @@ def merge(layers: Sequence[Layer]) -> AgentConfig:
     bind_port: int = f.get("bind_port", SERF_PORT)
     plain = ("name", "cluster", "server", "mdns", "mdns_publish", "profile", "log_level",
              "log_json", "dns_domain", "dns_ttl_s", "http_token", "http_token_reads")  # fmt: skip
-    reserved = ("data_dir", "bootstrap_expect")
+    raft = ("data_dir", "bootstrap_expect")
     return AgentConfig(
-        **{k: f[k] for k in (*plain, *reserved) if k in f},
+        **{k: f[k] for k in (*plain, *raft) if k in f},
         bind=format_hostport(f.get("bind_host", "127.0.0.1"), bind_port),
         advertise=_advertise(f, bind_port),
         join=f.get("join", ()),

@@ -16,6 +16,7 @@ Everything the application reads (``members()``) comes from the core's memory: n
 from __future__ import annotations
 
 import logging
+import os
 import random
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -36,14 +37,18 @@ from meshlite._crypto import Keyring, Sealer, parse_key
 from meshlite._driver import WATCH_BUFFER, Driver, backoff_s
 from meshlite._keyring_ops import KeyringMethods, apply_request, no_keyring
 from meshlite._mesh_frontends import FrontendMethods, dns_config, http_bind
+from meshlite._mesh_raft import DEFAULT_DEAD_SERVER_S, RaftMethods, raft_settings
 from meshlite._mesh_services import ServiceMethods
 from meshlite._services import Services
 from meshlite._transport import Transport
 from meshlite.errors import ConfigError, NotRunningError
 
 if TYPE_CHECKING:
+    from meshlite._core.raft import RaftConfig
     from meshlite._dns import DnsServer
     from meshlite._http import HttpServer
+    from meshlite._kv_client import KV
+    from meshlite._raft_server import RaftServer
 
 __all__ = ["SERVER_META_KEY", "Mesh"]
 
@@ -83,7 +88,7 @@ def _check_name(name: str | None) -> str:
     return name
 
 
-class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
+class Mesh(ServiceMethods, FrontendMethods, KeyringMethods, RaftMethods):
     """One peer.  See the module docstring and ``docs/`` for the whole story."""
 
     def __init__(
@@ -96,6 +101,10 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
         key: str | bytes | Sequence[str | bytes] | None = None,
         cluster: str = "",
         server: bool = False,
+        bootstrap_expect: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        raft: RaftConfig | None = None,
+        dead_server_s: float = DEFAULT_DEAD_SERVER_S,
         meta: Mapping[str, str] | None = None,
         mdns: bool = False,
         mdns_publish: bool = False,
@@ -122,6 +131,14 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
             raise ConfigError("cluster must be a string of at most 255 bytes")
         self.cluster = cluster
         self.server = bool(server)
+        raft_settings(self.server, bootstrap_expect, data_dir, dead_server_s)
+        self._bootstrap_expect = bootstrap_expect
+        self._data_dir = data_dir
+        self._raft_config = raft
+        self._dead_server_s = dead_server_s
+        self._raft: RaftServer | None = None
+        self._raft_meta: dict[str, str] = {}  # this server's Raft standing, gossiped
+        self._kv: KV | None = None
         self._meta = _check_meta(meta)
         if config is None:
             if profile not in PROFILES:
@@ -218,6 +235,8 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
         self._driver.on_member = services.on_member
         await self._driver.start(services.run)
         self._services, self._directory = services, services.directory
+        if self.server:
+            await self._start_raft(self._driver)
         if self._dns_config is not None:
             await self._start_dns(self._dns_config)
         if self._http_bind is not None:
@@ -239,6 +258,7 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
         if self._left or self._closed:
             return
         driver = self._running()
+        await self._leave_raft()
         others_alive = bool(driver.alive_peers())
         driver.feed(ev.LeaveRequested())  # a repeat after a cancelled leave is harmless
         with anyio.move_on_after(self.config.leave_propagate_s):
@@ -288,6 +308,7 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
                     watcher.close()
                 await self._driver.stop()
                 await self._driver.transport.aclose()
+            self._close_raft()  # after the driver: its tasks used the storage
             if self._dns is not None:
                 await self._dns.aclose()
 
@@ -302,7 +323,9 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
 
     def members(self) -> list[ev.Member]:
         """Every member this peer knows, itself included, sorted by name."""
-        return [self._public(m) for m in self._running().core.members()]
+        members = self._running().core.members()
+        leader = self._raft_leader_name()
+        return [self._public(m, leader) for m in members]
 
     def watch_members(self) -> AsyncIterator[ev.MemberEvent]:
         """Every membership change from the moment of this call, until the mesh closes.
@@ -324,7 +347,8 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
         try:
             async with rx:
                 async for event in rx:
-                    yield ev.MemberEvent(event.kind, self._public(event.member))
+                    member = self._public(event.member, self._raft_leader_name())
+                    yield ev.MemberEvent(event.kind, member)
         finally:
             driver.watchers.discard(tx)
             tx.close()
@@ -350,10 +374,11 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods):
     def _gossip_meta(self) -> dict[str, str]:
         if not self.server:
             return dict(self._meta)
-        return {**self._meta, SERVER_META_KEY: SERVER_META_VALUE}
+        return {**self._meta, **self._raft_meta, SERVER_META_KEY: SERVER_META_VALUE}
 
-    def _public(self, m: ev.Member) -> ev.Member:
-        return attrs.evolve(m, server=m.meta.get(SERVER_META_KEY) == SERVER_META_VALUE)
+    def _public(self, m: ev.Member, leader: str | None = None) -> ev.Member:
+        server = m.meta.get(SERVER_META_KEY) == SERVER_META_VALUE
+        return attrs.evolve(m, server=server, leader=server and m.name == leader)
 
     async def _join_loop(self) -> None:
         driver = self._running()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 import attrs
@@ -47,11 +47,13 @@ from meshlite._core.raft import Role
 from meshlite._raft_node import RaftNode
 from meshlite.errors import ConfigError, NotLeaderError
 
-__all__ = ["CONSISTENCY_MODES", "Consistency", "KVApi", "KVRead"]
+__all__ = ["CONSISTENCY_MODES", "READS", "Consistency", "KVApi", "KVRead"]
 
 T = TypeVar("T")
 Consistency = Literal["default", "consistent", "stale"]
 CONSISTENCY_MODES = ("default", "consistent", "stale")
+# What ``read`` may fetch; each has its own value shape.
+READS = ("get", "list", "keys", "session_info", "session_list", "session_node")
 
 # Blocking reads: Consul's default wait (5 min) and its maximum (10 min).
 DEFAULT_WAIT_S = 300.0
@@ -202,6 +204,43 @@ class KVApi:
             index,
             wait_s,
         )
+
+    async def read(
+        self,
+        what: str,
+        key: str = "",
+        separator: str | None = None,
+        *,
+        consistency: Consistency = "default",
+        index: int | None = None,
+        wait_s: float | None = None,
+    ) -> KVRead[Any]:
+        """Any read by name (``READS``): what forwarded calls and the HTTP API use.
+
+        ``key`` is the key, prefix, session id or node, as ``what`` needs."""
+        fetch: Callable[[], Any]
+        current: Callable[[], int] = lambda: self.kv.sessions_index  # noqa: E731
+        if what == "get":
+            fetch, current = lambda: self.kv.get(key), lambda: self.kv.key_index(key)
+        elif what in ("list", "keys"):
+            current = lambda: self.kv.prefix_index(key)  # noqa: E731
+            fetch = (
+                (lambda: self.kv.list(key))
+                if what == "list"
+                else (lambda: self.kv.keys(key, separator))
+            )
+        elif what == "session_info":
+            fetch = lambda: self.kv.session(key)  # noqa: E731
+        elif what == "session_list":
+            fetch = self._sessions
+        elif what == "session_node":
+            fetch = lambda: self.kv.node_sessions(key)  # noqa: E731
+        else:
+            raise ConfigError(f"unknown read {what!r}; expected one of {READS}")
+        return await self._read(consistency, fetch, current, index, wait_s)
+
+    def _sessions(self) -> builtins.list[Session]:
+        return self.kv.sessions()
 
     async def _read(
         self,

@@ -91,8 +91,8 @@ _AGENT_FLAGS: tuple[tuple[tuple[str, ...], str | None, str, dict[str, Any]], ...
      {"dest": "config", "action": "append", "type": lambda v: ("dir", v)}),
     (("--log-level",), "LEVEL", "trace, debug, info (the default), warn or error", {}),
     (("--log-json",), None, "log one JSON object per line", _ON_OFF),
-    (("--data-dir",), "DIR", "reserved: state directory for servers (later releases)", {}),
-    (("--bootstrap-expect",), "N", "reserved: servers to wait for (later releases)", {"type": int}),
+    (("--data-dir",), "DIR", "servers: keep Raft state here (default: memory)", {}),
+    (("--bootstrap-expect",), "N", "servers: found the cluster with N servers", {"type": int}),
     (("--http",), "H:P", "serve Consul's HTTP API on this address (--dev: "
      "127.0.0.1:8500; port 0 picks one)", {}),
     (("--http-token",), "TOKEN", "require this token (X-Consul-Token or Authorization: "
@@ -148,7 +148,8 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
     """Config files in command-line order, then flags."""
     layers: list[Layer] = []
     if args.dev:  # Consul's -dev: defaults for a one-machine try-out, under files and flags
-        dev = {"server": True, "profile": "local", "dns": DEV_DNS, "http": DEV_HTTP}
+        dev = {"server": True, "bootstrap_expect": 1, "profile": "local", "dns": DEV_DNS,
+               "http": DEV_HTTP}  # fmt: skip
         layers.append(flags_layer(dev))
     for kind, path in args.config or ():
         layers.extend([load_file(path)] if kind == "file" else load_dir(path))
@@ -230,9 +231,9 @@ def _log_started(mesh: Mesh, cfg: AgentConfig, log: logging.Logger) -> None:
             "pass --key (make one with 'meshlite keygen')",
             extra=fields(event="warning"),
         )
-    for setting in cfg.reserved_in_use():
+    for setting in cfg.ignored_in_use():
         log.warning(
-            "setting %r is accepted but not used yet (reserved for a later release)",
+            "setting %r is for servers and is ignored here (add --server)",
             setting,
             extra=fields(event="warning", setting=setting),
         )

@@ -12,8 +12,10 @@ __all__ = [
     "ConfigError",
     "KeyringError",
     "MeshliteError",
+    "NoLeaderError",
     "NotLeaderError",
     "NotRunningError",
+    "OutcomeUnknownError",
 ]
 
 
@@ -44,3 +46,14 @@ class NotLeaderError(MeshliteError):
         where = f"; try {leader_hint!r}" if leader_hint is not None else "; no leader known yet"
         super().__init__(reason + where)
         self.leader_hint = leader_hint
+
+
+class NoLeaderError(MeshliteError):
+    """No Raft leader could be reached: the mesh has no servers, or an election did not
+    finish within the forwarding deadline.  Nothing was applied; retrying is safe."""
+
+
+class OutcomeUnknownError(MeshliteError):
+    """A write reached a leader but no answer came back (it crashed or the connection
+    broke): it may or may not have been applied.  Read before retrying a non-idempotent
+    write (a ``cas`` put), as with any networked database."""

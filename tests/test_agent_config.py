@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from meshlite._agent_config import AgentConfig, AgentConfigError, flags_layer, load_dir, load_file
@@ -48,7 +49,7 @@ def test_defaults_match_mesh_defaults() -> None:
     assert cfg == AgentConfig()
     assert cfg.bind == "127.0.0.1:7946"
     assert cfg.mesh_kwargs()["key"] is None
-    assert cfg.reserved_in_use() == []
+    assert cfg.ignored_in_use() == []
 
 
 def test_good_json_with_our_names(tmp_path: Path) -> None:
@@ -76,6 +77,8 @@ def test_good_json_with_our_names(tmp_path: Path) -> None:
         "key": [KEY, KEY2],
         "cluster": "prod",
         "server": True,
+        "bootstrap_expect": None,
+        "data_dir": None,
         "meta": {"zone": "a"},
         "mdns": True,
         "mdns_publish": True,
@@ -123,7 +126,16 @@ dns = "127.0.0.9"
     assert cfg.log_level == "warn"
     assert (cfg.data_dir, cfg.bootstrap_expect) == ("/var/lib/meshlite", 3)
     assert (cfg.http, cfg.dns) == ("127.0.0.1:8501", "127.0.0.9:8600")
-    assert cfg.reserved_in_use() == ["data_dir", "bootstrap_expect"]
+    # Server settings on a peer that is not a server: warned about, not passed to Mesh.
+    assert cfg.server is False
+    assert cfg.ignored_in_use() == ["data_dir", "bootstrap_expect"]
+    assert cfg.mesh_kwargs()["bootstrap_expect"] is None
+    served = attrs.evolve(cfg, server=True)
+    assert served.ignored_in_use() == []
+    assert (served.mesh_kwargs()["data_dir"], served.mesh_kwargs()["bootstrap_expect"]) == (
+        "/var/lib/meshlite",
+        3,
+    )
 
 
 @pytest.mark.parametrize(

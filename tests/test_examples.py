@@ -48,3 +48,18 @@ def test_flask_service_is_discovered_and_called_by_the_client() -> None:
     finally:
         service.terminate()
         service.wait(timeout=20)
+
+
+def test_leader_election_hands_over_after_a_crash() -> None:
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / "leader_election.py")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    first = next(line.split(":")[0] for line in lines if line.endswith("I am the leader"))
+    assert f"the key names the leader: {first}" in lines
+    new = next(line.split(": ")[1] for line in lines if line.startswith("new leader: "))
+    assert new != first and f"{new}: I am the leader" in lines

@@ -29,16 +29,23 @@ from meshlite._core.kv_state import KVState
 from meshlite._core.kv_types import BEHAVIORS, KVEntry, Session
 from meshlite._core.wire_checks import DecodeError, check_bytes, check_str, check_uint, unpack
 
-__all__ = ["decode_state", "encode_state"]
+__all__ = [
+    "decode_state",
+    "encode_state",
+    "entry_from_wire",
+    "entry_to_wire",
+    "session_from_wire",
+    "session_to_wire",
+]
 
 _VERSION = 1
 
 
-def _entry_wire(e: KVEntry) -> list[Any]:
+def entry_to_wire(e: KVEntry) -> list[Any]:
     return [e.key, e.value, e.flags, e.create_index, e.modify_index, e.lock_index, e.session]
 
 
-def _session_wire(s: Session) -> list[Any]:
+def session_to_wire(s: Session) -> list[Any]:
     return [
         s.id,
         s.node,
@@ -58,9 +65,9 @@ def encode_state(st: KVState) -> bytes:
         st.last_index,
         st.max_index,
         st.session_index,
-        [_entry_wire(e) for _, e in st.entries.items()],
+        [entry_to_wire(e) for _, e in st.entries.items()],
         [[k, i] for k, i in st.tombstones.items()],
-        [_session_wire(st.sessions[sid]) for sid in sorted(st.sessions)],
+        [session_to_wire(st.sessions[sid]) for sid in sorted(st.sessions)],
         [[k, st.lock_delays[k]] for k in sorted(st.lock_delays)],
     ]
     data: bytes = msgpack.packb(doc, use_bin_type=True)
@@ -83,7 +90,7 @@ def _opt_str(v: Any) -> str | None:
     return None if v is None else check_str(v)
 
 
-def _entry(v: Any) -> KVEntry:
+def entry_from_wire(v: Any) -> KVEntry:
     key, value, flags, created, modified, locks, session = _list(v, 7)
     return KVEntry(
         check_str(key),
@@ -96,7 +103,7 @@ def _entry(v: Any) -> KVEntry:
     )
 
 
-def _session(v: Any) -> Session:
+def session_from_wire(v: Any) -> Session:
     sid, node, name, behavior, ttl, delay, created, modified, expires = _list(v, 9)
     if behavior not in BEHAVIORS:
         raise DecodeError("snapshot: unknown session behavior")
@@ -115,12 +122,12 @@ def _session(v: Any) -> Session:
 
 def _fill(st: KVState, entries: Any, tombs: Any, sessions: Any, delays: Any) -> None:
     st.entries = PrefixMap()
-    for e in map(_entry, _list(entries)):
+    for e in map(entry_from_wire, _list(entries)):
         st.entries.set(e.key, e)
     for pair in _list(tombs):
         key, index = _list(pair, 2)
         st.tombstones.set(check_str(key), check_uint(index))
-    for s in map(_session, _list(sessions)):
+    for s in map(session_from_wire, _list(sessions)):
         st.sessions[s.id] = s
     for pair in _list(delays):
         key, until_s = _list(pair, 2)

@@ -1,0 +1,91 @@
+"""Forwarded KV calls on the wire (meshlite._kv_wire): round trips and remote garbage."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshlite._core.kv import KVEntry, KVResult, Session, TxnOp
+from meshlite._core.kv_types import TxnError, TxnResult
+from meshlite._core.wire_checks import DecodeError
+from meshlite._kv_wire import (
+    RpcError,
+    decode_call,
+    decode_reply,
+    encode_call,
+    encode_error,
+    encode_result,
+)
+from meshlite._raft_server_kv import KVRead
+
+ENTRY = KVEntry("k", b"\x00v", 3, 4, 5, 1, "sess")
+SESSION = Session("id", "node", "n", "release", 10.0, 15.0, 2, 3, 99.5)
+
+
+def round_trip(method: str, args: tuple[object, ...], value: object) -> object:
+    call = decode_call(encode_call(method, *args))
+    assert call.method == method
+    return decode_reply(method, call.args, encode_result(method, call.args, value))
+
+
+def test_calls_and_results_round_trip() -> None:
+    assert round_trip("put", ("k", b"v", 0, None, "s", None), True) is True
+    assert round_trip("delete", ("k", True, 7), False) is False
+    ops = [TxnOp("set", "a", b"1"), TxnOp("check-index", "a", index=3, session=None)]
+    result = KVResult(9, ok=False, results=(TxnResult(0, ENTRY),), errors=(TxnError(1, "stale"),))
+    assert round_trip("txn", (ops,), result) == result
+    assert decode_call(encode_call("txn", ops)).args == (ops,)
+    assert round_trip("session_create", ("n", "", 10.0, "release", 15.0), SESSION) == SESSION
+    assert round_trip("session_renew", ("id",), None) is None
+    for what, value in [
+        ("get", ENTRY),
+        ("get", None),
+        ("list", [ENTRY]),
+        ("keys", ["a/", "b"]),
+        ("session_info", SESSION),
+        ("session_list", [SESSION]),
+        ("session_node", []),
+    ]:
+        read = KVRead(value, 12, 0, "s1")
+        got = round_trip("read", (what, "k", None, "default", 3, 1.5), read)
+        assert got == read
+
+
+def test_errors_round_trip() -> None:
+    reply = encode_error("not_leader", "not the leader", "s2")
+    assert decode_reply("put", (), reply) == RpcError("not_leader", "not the leader", "s2")
+
+
+@given(st.binary(max_size=200))
+def test_garbage_calls_only_raise_decode_error(data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode_call(data)
+
+
+json_like = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=6),
+    max_leaves=20,
+)
+
+
+@given(
+    st.sampled_from(["put", "delete", "txn", "session_create", "read", "state", "nope"]), json_like
+)
+def test_well_formed_msgpack_with_wrong_shapes_only_raises_decode_error(
+    method: str, args: object
+) -> None:
+    data = msgpack.packb([12, method, args], use_bin_type=True)
+    with contextlib.suppress(DecodeError):
+        decode_call(data)
+    for m, a in [("read", ("get", "k", None, "default", None, None)), ("txn", ([],)), ("put", ())]:
+        with contextlib.suppress(DecodeError):
+            decode_reply(m, a, msgpack.packb([0, args], use_bin_type=True))
