@@ -59,6 +59,8 @@ class Faults:
 class RaftCluster:
     """Servers, clock, network and persistence; subclasses add a workload."""
 
+    server_class: type[SimServer] = SimServer  # subclasses may run another state machine
+
     def __init__(
         self,
         seed: int,
@@ -76,7 +78,7 @@ class RaftCluster:
         self.config = config
         self.checker = checker
         self.names = [f"s{i}" for i in range(servers)]
-        self.servers = {n: SimServer(n, config, checker) for n in self.names}
+        self.servers = {n: self.server_class(n, config, checker) for n in self.names}
         self.now = 0.0
         self.events = self.crashes = 0
         self.group = dict.fromkeys(self.names, 0)  # partition group of each server

@@ -14,6 +14,9 @@ section): for each Ready, persist (hard state, snapshot, entries), only then sen
 messages, then apply the snapshot and committed entries, then ``advance``.  The state
 machine is a digest chain over the applied entries, so two servers' images agree
 exactly when they applied the same sequence; its snapshot is ``[index, digest]``.
+Subclasses put a real state machine beside the chain by overriding four hooks
+(``reset_state_machine``, ``apply_entry``, ``image``, ``restore_image``):
+``raft_kv_sim.py`` runs a ``KVStore`` there and snapshots ``[index, digest, kv image]``.
 Every change is shown to a :class:`~meshlite.testing._raft_checks.SafetyChecker`.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgpack
 
@@ -106,6 +110,7 @@ class SimServer:
         self.incarnation = 0
         self.sm_index = 0
         self.sm_digest = b""
+        self.sm_result: Any = None  # what apply_entry answered for the last entry
         self.compact_every = 0  # 0: never take snapshots
         self.saving: Ready | None = None  # a Ready being persisted (asynchronous mode)
         self._seen_commit = 0
@@ -126,8 +131,9 @@ class SimServer:
         self.core = core
         self.incarnation += 1
         self.sm_index, self.sm_digest = 0, b""
+        self.reset_state_machine()
         if snap is not None:
-            index, digest = msgpack.unpackb(snap.data)
+            index, digest = self.restore_image(snap.data)
             self.sm_index, self.sm_digest = index, digest
             self.checker.on_restore(self.name, snap, index, digest)
         self._seen_commit = core.log.snap_index
@@ -168,21 +174,40 @@ class SimServer:
         for msg in rd.messages:  # only now: what they promise is durable
             send(msg)
         if rd.snapshot is not None:
-            index, digest = msgpack.unpackb(rd.snapshot.data)
+            index, digest = self.restore_image(rd.snapshot.data)
             self.checker.on_restore(self.name, rd.snapshot, index, digest)
             self.sm_index, self.sm_digest = index, digest
         for entry in rd.committed_entries:
             digest = _digest(self.sm_digest, entry)
             self.checker.on_apply(self.name, entry, self.sm_index, digest)
             self.sm_index, self.sm_digest = entry.index, digest
+            self.sm_result = self.apply_entry(entry)
             on_applied(self, entry)
         for rs in rd.read_states:
             on_read(self, rs)
         core.advance(rd)
         if self.compact_every and self.sm_index - core.log.snap_index >= self.compact_every:
-            snap = core.compact(self.sm_index, msgpack.packb([self.sm_index, self.sm_digest]))
+            snap = core.compact(self.sm_index, self.image())
             self.storage.save(None, (), snap)
             self.storage.compact(snap.index)
+
+    # -- the state machine (subclasses replace the digest chain's toy with a real one) ----
+
+    def reset_state_machine(self) -> None:
+        """Start from the empty state (a boot; a snapshot may follow)."""
+
+    def apply_entry(self, entry: Entry) -> Any:
+        """Apply a committed ``entry``; its result becomes ``sm_result`` (toy: none)."""
+        return None
+
+    def image(self) -> bytes:
+        """The state machine's snapshot at ``sm_index``: ``[index, digest, ...]``."""
+        return msgpack.packb([self.sm_index, self.sm_digest])
+
+    def restore_image(self, data: bytes) -> tuple[int, bytes]:
+        """Load what :meth:`image` made; its ``(index, digest)``."""
+        index, digest, *_ = msgpack.unpackb(data)
+        return index, digest
 
     def _track_commit(self, core: RaftCore) -> None:
         if core.log.committed > self._seen_commit:
