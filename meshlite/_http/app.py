@@ -15,8 +15,8 @@ Error policy, outermost first:
 2. :class:`TokenGuard` — with a token configured, writes (and reads, if asked) without
    it are ``403 Permission denied`` (Consul's text).  The token travels as Consul's
    clients send it: ``X-Consul-Token``, ``Authorization: Bearer``, or ``?token=``.
-   ``/v1/openapi.json`` and ``/v1/status/*`` need none (Consul's status endpoints need
-   no ACL either).  Tokens are compared in constant time.
+   ``/v1/openapi.json``, ``/v1/status/*`` and the UI's static files (``ui.py``) need none
+   (Consul's status endpoints need no ACL either).  Tokens are compared in constant time.
 3. Starlette's exception layer — ``HttpError`` and routing's 404/405 become
    ``text/plain`` answers, as Consul's are; a request that finds the mesh closing
    (``NotRunningError``: a blocking query answered at close) gets ``503``.
@@ -38,7 +38,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from meshlite._http import agent, agent_checks, catalog, health, openapi, status
+from meshlite._http import agent, agent_checks, catalog, health, openapi, status, ui
 from meshlite._http.blocking import json_response
 from meshlite._http.context import Api
 from meshlite._http.errors import HttpError
@@ -85,8 +85,8 @@ class TokenGuard:
         self.token_reads = token_reads
 
     def _needs_token(self, scope: Scope) -> bool:
-        if self.token is None or scope["path"] in _PUBLIC_PATHS:
-            return False
+        if self.token is None or scope["path"] in _PUBLIC_PATHS or ui.is_ui_path(scope["path"]):
+            return False  # the UI's static files are public; its API calls carry the token
         return self.token_reads or scope["method"] not in _READS
 
     def _presented(self, scope: Scope) -> bytes | None:
@@ -149,6 +149,7 @@ def build_app(
         *status.routes(),
         Route("/v1/openapi.json", openapi_json, methods=["GET"]),
         *extra_routes,
+        *ui.routes(),  # /ui/ (the web UI), and / and /ui redirecting to it
     ]
     app = Starlette(
         routes=routes,
