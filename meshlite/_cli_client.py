@@ -1,5 +1,6 @@
 """The ``meshlite`` client commands: ``members``, ``services``, ``discover``, ``catalog
-nodes``, ``keyring``, ``leave`` and ``watch``, each a call to an agent's HTTP API.
+nodes``, ``keyring``, ``leave``, ``watch`` and ``kv`` (``_cli_kv.py``), each a call to an
+agent's HTTP API.
 
 Theory of operation
 -------------------
@@ -373,5 +374,6 @@ def add_client_commands(commands: _SubParsersAction[Any]) -> None:
     watch = _leaf(commands, "watch", _watch, "print a service's instances on each change "
                   "until interrupted", [conn, out])  # fmt: skip
     _instance_flags(watch)
-    # kv get|put|delete: with the /v1/kv routes (the replicated store, issue #4), as a
-    # _group(commands, "kv", ...) whose leaves are built like keyring's above.
+    from meshlite._cli_kv import add_kv_commands  # after this module: it uses its helpers
+
+    add_kv_commands(commands, conn, out)

@@ -123,13 +123,17 @@ class AgentClient:
         *,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        content: bytes | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> tuple[Any, Mapping[str, str]]:
-        """``(decoded JSON or None, headers)`` of a 2xx answer."""
+        """``(decoded JSON or None, headers)`` of a 2xx answer; ``body`` is sent as JSON,
+        ``content`` as raw bytes (a KV value)."""
         import httpx
 
         try:
-            response = self._http.request(method, path, params=params, json=body, timeout=timeout_s)
+            response = self._http.request(
+                method, path, params=params, json=body, content=content, timeout=timeout_s
+            )
         except httpx.TransportError as exc:
             raise ClientError(self._unreachable(exc, timeout_s)) from None
         if response.status_code >= 300:

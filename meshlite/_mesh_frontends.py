@@ -84,18 +84,25 @@ class FrontendMethods:
         await driver.start(self._dns.serve)
 
     async def _start_http(self, bind: ev.Addr) -> None:
-        from meshlite._http import HttpServer, no_raft  # Starlette, Hypercorn only if asked
+        from meshlite._http import HttpServer  # Starlette, Hypercorn only if asked
+        from meshlite._http.kv import store_routes
+        from meshlite._http.kv_openapi import PATHS as STORE_PATHS
+        from meshlite._http.kv_query import raft_status
 
         assert self._services is not None
+        mesh = cast("Mesh", self)
         self._http = HttpServer(
-            cast("Mesh", self),
+            mesh,
             self._services,
             bind,
             token=self._http_token,
             token_reads=self._http_token_reads,
-            # The Raft integration's seams: its leader/peers view for /v1/status/*, and
-            # its KV/session/txn routes as extra_routes= and extra_openapi=.
-            raft_status=no_raft,
+            # The Raft seams: /v1/status/* from mesh.leader() and mesh.raft_peers(), and
+            # the replicated store's routes (/v1/kv, /v1/txn, /v1/session) on mesh.kv,
+            # served by every peer (a peer that is not a server forwards to the leader).
+            raft_status=raft_status(mesh),
+            extra_routes=store_routes(),
+            extra_openapi=STORE_PATHS,
         )
         await self._running().start(self._http.run)
 

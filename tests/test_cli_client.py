@@ -1,6 +1,7 @@
-"""The client commands (``meshlite members``, ``discover``, ``watch``, ...) as a user runs
-them: subprocesses against a running ``meshlite agent --http`` subprocess, every error path
-included (an unreachable agent, a malformed address, a wrong token, an unknown service)."""
+"""The client commands (``meshlite members``, ``discover``, ``watch``, ``kv``, ...) as a user
+runs them: subprocesses against a running ``meshlite agent --http`` subprocess (``--dev`` for
+``kv``), every error path included (an unreachable agent, a malformed address, a wrong
+token, an unknown service, a missing key, a failed check-and-set, a value too large)."""
 
 from __future__ import annotations
 
@@ -202,6 +203,117 @@ def test_watch_prints_the_list_and_each_change_until_interrupted(agent: str) -> 
                 p.wait(timeout=DEADLINE_S)
 
 
+# ------------------------------------------------------------------------------ kv
+
+
+@pytest.fixture(scope="module")
+def dev_agent() -> Iterator[str]:
+    """``meshlite agent --dev``: one server with the KV store (on free ports)."""
+    process = AgentProcess("--dev", "--name", "kv-1", "--http", "127.0.0.1:0",
+                           "--dns", "127.0.0.1:0")  # fmt: skip
+    try:
+        yield process.http_address()
+    finally:
+        process.kill()
+
+
+def kv_bytes(*argv: str, addr: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """``meshlite kv ...`` with bytes in and out (values are bytes, not text)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MESHLITE_HTTP")}
+    environ["MESHLITE_HTTP_ADDR"] = addr
+    return subprocess.run([*COMMAND, "kv", *argv], input=stdin, capture_output=True,
+                          env=environ, timeout=DEADLINE_S, check=False)  # fmt: skip
+
+
+def test_kv_put_and_get_text_binary_and_stdin(dev_agent: str) -> None:
+    assert ok("kv", "put", "cfg/name", "héllo ✓", addr=dev_agent) == (
+        "Success! Data written to: cfg/name\n"
+    )
+    got = kv_bytes("get", "cfg/name", addr=dev_agent)
+    assert (got.returncode, got.stdout, got.stderr) == (0, "héllo ✓".encode(), b"")  # exact
+    blob = bytes(range(256)) + b"\n\x00"
+    for argv in (("put", "cfg/blob"), ("put", "cfg/blob", "-")):  # no VALUE, or "-": stdin
+        put = kv_bytes(*argv, addr=dev_agent, stdin=blob)
+        assert (put.returncode, put.stderr) == (0, b""), put
+        got = kv_bytes("get", "cfg/blob", addr=dev_agent)
+        assert (got.returncode, got.stdout) == (0, blob)
+    ok("kv", "put", "cfg/port", "8080", "--flags", "42", addr=dev_agent)
+    [entry] = json.loads(ok("kv", "get", "cfg/port", "--json", addr=dev_agent))
+    assert (entry["Key"], entry["Flags"], entry["Value"]) == ("cfg/port", 42, "ODA4MA==")
+    ok("kv", "put", "cfg/empty", "", addr=dev_agent)
+    assert ok("kv", "get", "cfg/empty", addr=dev_agent) == ""
+
+
+def test_kv_recurse_keys_and_delete(dev_agent: str) -> None:
+    for key in ("tree/a", "tree/b/c", "tree/b/d"):
+        ok("kv", "put", key, key.upper(), addr=dev_agent)
+    kv_bytes("put", "tree/bin", addr=dev_agent, stdin=b"\xff\x00")
+    rows = table(ok("kv", "get", "tree/", "--recurse", addr=dev_agent))
+    assert rows[0] == ["Key", "Flags", "Index", "Session", "Value"]
+    assert [(r[0], r[-1]) for r in rows[1:]] == [
+        ("tree/a", "TREE/A"), ("tree/b/c", "TREE/B/C"), ("tree/b/d", "TREE/B/D"),
+        ("tree/bin", "<2 bytes>"),
+    ]  # fmt: skip
+    assert table(ok("kv", "get", "tree/", "--keys", "--separator", "/", addr=dev_agent)) == [
+        ["Key"], ["tree/a"], ["tree/b/"], ["tree/bin"]
+    ]  # fmt: skip
+    keys = json.loads(ok("kv", "get", "tree/b", "--keys", "--json", addr=dev_agent))
+    assert keys == ["tree/b/c", "tree/b/d", "tree/bin"]
+    entries = json.loads(ok("kv", "get", "tree/b/", "--recurse", "--json", addr=dev_agent))
+    assert [e["Key"] for e in entries] == ["tree/b/c", "tree/b/d"]
+
+    assert ok("kv", "delete", "tree/a", addr=dev_agent) == "Success! Deleted key: tree/a\n"
+    assert ok("kv", "delete", "tree/", "--recurse", addr=dev_agent) == (
+        "Success! Deleted keys with prefix: tree/\n"
+    )
+    assert ok("kv", "get", "tree/", "--recurse", addr=dev_agent) == "no keys under 'tree/'\n"
+    assert json.loads(ok("kv", "get", "tree/", "--keys", "--json", addr=dev_agent)) == []
+
+
+def test_kv_cas_success_and_failure(dev_agent: str) -> None:
+    ok("kv", "put", "cas/k", "v1", "--cas", "0", addr=dev_agent)
+    assert error("kv", "put", "cas/k", "v1", "--cas", "0", addr=dev_agent) == (
+        "CAS failed: 'cas/k' already exists (--cas 0 only creates a key)"
+    )
+    [entry] = json.loads(ok("kv", "get", "cas/k", "--json", addr=dev_agent))
+    index = str(entry["ModifyIndex"])
+    ok("kv", "put", "cas/k", "v2", "--cas", index, addr=dev_agent)
+    line = error("kv", "put", "cas/k", "v3", "--cas", index, addr=dev_agent)
+    assert line.startswith(f"CAS failed: 'cas/k' is no longer at index {index} ")
+    line = error("kv", "delete", "cas/k", "--cas", index, addr=dev_agent)
+    assert line.startswith(f"CAS failed: 'cas/k' is not at index {index}: nothing was deleted")
+    assert ok("kv", "get", "cas/k", addr=dev_agent) == "v2"
+    [entry] = json.loads(ok("kv", "get", "cas/k", "--json", addr=dev_agent))
+    ok("kv", "delete", "cas/k", "--cas", str(entry["ModifyIndex"]), addr=dev_agent)
+    assert error("kv", "get", "cas/k", addr=dev_agent) == "key not found: 'cas/k'"
+
+
+def test_kv_errors(dev_agent: str) -> None:
+    assert error("kv", "get", "no/such/key", addr=dev_agent) == "key not found: 'no/such/key'"
+    assert error("kv", "get", "no/such/key", "--json", addr=dev_agent) == (
+        "key not found: 'no/such/key'"
+    )
+    big = kv_bytes("put", "big", addr=dev_agent, stdin=b"x" * (600 * 1024))
+    assert (big.returncode, big.stdout) == (1, b"")
+    assert big.stderr.decode().startswith(
+        "meshlite: error: the agent refused PUT /v1/kv/big: 413 Request body(614400 bytes) "
+        "too large, max size: 524288 bytes."
+    )
+    port = _closed_port()
+    for argv in (("get", "k"), ("put", "k", "v")):
+        line = error("kv", *argv, addr=f"127.0.0.1:{port}")
+        assert line.startswith(f"cannot reach the agent's HTTP API at http://127.0.0.1:{port} ")
+    usage = [
+        ["kv", "get"], ["kv", "get", "--separator", "/", "k"],
+        ["kv", "delete", "k", "--recurse", "--cas", "1"], ["kv", "put", "k", "v", "--cas", "-1"],
+    ]  # fmt: skip
+    for argv in usage:
+        proc = meshlite_cli(*argv, addr=dev_agent)
+        assert proc.returncode == 2, proc
+        [line] = proc.stderr.splitlines()
+        assert line.startswith("meshlite: error: ")
+
+
 # ------------------------------------------------------------------------------ errors
 
 
@@ -254,6 +366,9 @@ def test_token_errors_then_leave_stops_the_agent() -> None:
         assert line == "the agent refused the token (403 Permission denied): " \
                        "check MESHLITE_HTTP_TOKEN / --token"  # fmt: skip
         assert process.proc.poll() is None
+        line = error("kv", "put", "k", "v", addr=addr)  # refused before the store is asked
+        assert line == "the agent requires an ACL token (403 Permission denied): " \
+                       "set MESHLITE_HTTP_TOKEN / --token"  # fmt: skip
         assert table(ok("members", addr=addr, MESHLITE_HTTP_TOKEN=TOKEN))[1][0] == "cli-2"
         assert ok("leave", "--token", TOKEN, addr=addr).startswith("graceful leave complete")
         assert process.proc.wait(timeout=DEADLINE_S) == 0

@@ -142,6 +142,38 @@ async def test_a_client_that_goes_away_releases_its_wait(anyio_backend: str) -> 
                 await anyio.sleep(0.05)
 
 
+async def test_a_held_kv_read_ends_at_close_and_when_its_client_goes(anyio_backend: str) -> None:
+    """KV blocking reads wait inside ``mesh.kv.read``; the HTTP layer still ends them when
+    the server closes (answered at once) or the client disconnects (released)."""
+    async with served(server=True, bootstrap_expect=1) as (mesh, url):
+        http_server = mesh._http
+        assert http_server is not None
+        async with client(url) as http:
+            index = (await http.get("/v1/kv/k")).headers["x-consul-index"]  # waits for a leader
+            with anyio.move_on_after(0.5):
+                await http.get(f"/v1/kv/k?index={index}&wait=5m")
+            assert len(http_server.api.waits) == 1
+        with anyio.fail_after(DEADLINE_S):  # the client closed its connection
+            while http_server.api.waits:
+                await anyio.sleep(0.05)
+
+        async with client(url) as http:
+            answer: dict[str, int] = {}
+
+            async def blocked() -> None:
+                r = await http.get(f"/v1/kv/?recurse&index={index}&wait=5m")
+                answer["status"] = r.status_code
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(blocked)
+                await anyio.sleep(0.3)
+                assert not answer
+                start = time.monotonic()
+                await mesh.close()
+            assert answer["status"] in (404, 503)  # answered now: nothing stored, or closing
+            assert time.monotonic() - start < 3.0
+
+
 def test_wait_is_capped_and_defaulted() -> None:
     from starlette.requests import Request
 

@@ -1,12 +1,14 @@
 """py-consul, the real Consul client, against meshlite's HTTP API.
 
-The same scenario runs against an in-process ``Mesh(http=...)`` (both anyio backends;
+The same scenarios run against an in-process ``Mesh(http=...)`` (both anyio backends;
 the client is synchronous, so it runs in a worker thread while the mesh's loop serves it)
-and against a ``meshlite agent`` subprocess.
+and against a ``meshlite agent`` subprocess: services and health on any peer, the KV
+store, transactions, sessions and locks on a one-server mesh (``agent --dev``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -125,6 +127,154 @@ def blocking_queries(c: consul.Consul, other: consul.Consul) -> None:
     assert c.agent.service.deregister("db-1")
 
 
+# ------------------------------------------------------------------------------ KV scenario
+
+
+def wait_for_leader(c: consul.Consul) -> str:
+    deadline = time.monotonic() + DEADLINE_S
+    while not (leader := c.status.leader()):
+        assert time.monotonic() < deadline, "no Raft leader"
+        time.sleep(0.05)
+    return str(leader)
+
+
+def kv_round_trips(c: consul.Consul) -> None:
+    """Binary and unicode values and keys, flags, empty values, recurse and keys."""
+    blob = bytes(range(256)) * 16
+    assert c.kv.put("bin/blob", blob)
+    _index, entry = c.kv.get("bin/blob")
+    assert (entry["Key"], entry["Value"], entry["Flags"]) == ("bin/blob", blob, 0)
+    assert "Session" not in entry  # omitted when unlocked, as Consul
+    text = "héllo wörld ✓ 日本語 🚀"
+    assert c.kv.put("unicode/ключ/日本", text.encode(), flags=42)
+    _index, entry = c.kv.get("unicode/ключ/日本")
+    assert (entry["Key"], entry["Value"].decode(), entry["Flags"]) == (
+        "unicode/ключ/日本",
+        text,
+        42,
+    )
+    assert c.kv.put("empty", None)
+    assert c.kv.get("empty")[1]["Value"] is None  # Consul's null for an empty value
+    index, missing = c.kv.get("no/such/key")
+    assert missing is None and int(index) > 0  # a 404 still carries X-Consul-Index
+
+    for key in ("app/a", "app/b/c", "app/b/d", "apple"):
+        assert c.kv.put(key, key.encode())
+    _index, entries = c.kv.get("app/", recurse=True)
+    assert [(e["Key"], e["Value"]) for e in entries] == [
+        ("app/a", b"app/a"), ("app/b/c", b"app/b/c"), ("app/b/d", b"app/b/d")
+    ]  # fmt: skip
+    assert c.kv.get("app", keys=True)[1] == ["app/a", "app/b/c", "app/b/d", "apple"]
+    assert c.kv.get("app/", keys=True, separator="/")[1] == ["app/a", "app/b/"]
+    assert c.kv.get("nothing/", recurse=True)[1] is None
+    assert c.kv.delete("app/", recurse=True)
+    assert c.kv.get("app/", recurse=True)[1] is None
+    assert c.kv.get("apple")[1]["Value"] == b"apple"
+
+
+def kv_cas(c: consul.Consul) -> None:
+    """Check-and-set puts and deletes, and a transaction's all-or-nothing."""
+    assert c.kv.put("cas/k", "v1", cas=0)  # create only
+    assert not c.kv.put("cas/k", "again", cas=0)
+    _index, entry = c.kv.get("cas/k")
+    first = entry["ModifyIndex"]
+    assert c.kv.put("cas/k", "v2", cas=first)
+    assert not c.kv.put("cas/k", "v3", cas=first)  # stale
+    _index, entry = c.kv.get("cas/k")
+    assert (entry["Value"], entry["CreateIndex"]) == (b"v2", first)
+    assert entry["ModifyIndex"] > first
+    assert not c.kv.delete("cas/k", cas=first)
+    assert c.kv.delete("cas/k", cas=entry["ModifyIndex"])
+    assert c.kv.get("cas/k")[1] is None
+
+    def op(verb: str, key: str, value: bytes = b"", index: int = 0) -> dict[str, Any]:
+        kv = {"Verb": verb, "Key": key, "Value": base64.b64encode(value).decode()}
+        return {"KV": {**kv, "Index": index}}
+
+    answer = c.txn.put([op("set", "txn/a", b"1"), op("set", "txn/b", b"2"), op("get", "txn/a")])
+    assert answer["Errors"] is None
+    assert [r["KV"]["Key"] for r in answer["Results"]] == ["txn/a", "txn/b", "txn/a"]
+    assert base64.b64decode(answer["Results"][2]["KV"]["Value"]) == b"1"
+    with pytest.raises(consul.exceptions.ClientError, match="409"):
+        c.txn.put([op("set", "txn/c", b"3"), op("cas", "txn/a", b"x", index=1)])
+    assert c.kv.get("txn/c")[1] is None  # nothing of a failed transaction applied
+
+
+def kv_blocking(c: consul.Consul, other: consul.Consul) -> None:
+    """A blocking read woken by a write (its latency printed), and one that times out."""
+    index, _ = c.kv.get("watch/key")
+    answer: dict[str, Any] = {}
+
+    def wait() -> None:
+        answer["result"] = other.kv.get("watch/key", index=index, wait="20s")
+        answer["at"] = time.perf_counter()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)
+    assert waiter.is_alive(), "the blocking read returned before the key was written"
+    written = time.perf_counter()
+    assert c.kv.put("watch/key", "now")
+    waiter.join(DEADLINE_S)
+    new_index, entry = answer["result"]
+    assert int(new_index) > int(index) and entry["Value"] == b"now"
+    print(f"KV blocking query woken {1000 * (answer['at'] - written):.1f} ms after the write "
+          "was sent")  # fmt: skip
+
+    start = time.monotonic()
+    same, entry = c.kv.get("watch/key", index=new_index, wait="1s")
+    elapsed = time.monotonic() - start
+    assert (same, entry["Value"]) == (new_index, b"now")
+    assert elapsed >= 0.9, elapsed  # it waited (the cap, jitter and wake-up are not timed)
+
+
+def sessions_and_locks(c: consul.Consul, node: str) -> None:
+    """Sessions: create, acquire/release, contention, info/list/node, renew, destroy."""
+    holder = c.session.create(name="holder", ttl=30, lock_delay=0)
+    rival = c.session.create(lock_delay=0)
+    assert c.kv.put("locks/job", "holder", acquire=holder)
+    assert not c.kv.put("locks/job", "rival", acquire=rival)  # held
+    _index, entry = c.kv.get("locks/job")
+    assert (entry["Session"], entry["LockIndex"], entry["Value"]) == (holder, 1, b"holder")
+    assert not c.kv.put("locks/job", "x", release=rival)  # not the holder
+    assert c.kv.put("locks/job", "released", release=holder)
+    assert "Session" not in c.kv.get("locks/job")[1]
+    assert c.kv.put("locks/job", "rival", acquire=rival)
+
+    _index, info = c.session.info(holder)
+    assert (info["ID"], info["Name"], info["Node"], info["TTL"]) == (holder, "holder", node, "30s")
+    assert (info["Behavior"], info["LockDelay"]) == ("release", 0)
+    assert {s["ID"] for s in c.session.list()[1]} == {holder, rival}
+    assert {s["ID"] for s in c.session.node(node)[1]} == {holder, rival}
+    assert c.session.renew(holder)["ID"] == holder
+
+    assert c.session.destroy(rival)  # its lock is released
+    assert "Session" not in c.kv.get("locks/job")[1]
+    assert c.session.info(rival)[1] is None
+    with pytest.raises(consul.NotFound):
+        c.session.renew(rival)
+
+    ephemeral = c.session.create(behavior="delete", lock_delay=0)
+    assert c.kv.put("locks/ephemeral", "mine", acquire=ephemeral)
+    assert c.session.destroy(ephemeral)
+    assert c.kv.get("locks/ephemeral")[1] is None  # Behavior delete: the key goes too
+    assert c.session.destroy(holder)
+    assert c.session.list()[1] == []
+
+
+def server_status(c: consul.Consul, gossip_address: str) -> None:
+    assert wait_for_leader(c) == gossip_address
+    assert c.status.peers() == [gossip_address]
+
+
+def kv_scenario(c: consul.Consul, other: consul.Consul, node: str, gossip_address: str) -> None:
+    server_status(c, gossip_address)
+    kv_round_trips(c)
+    kv_cas(c)
+    kv_blocking(c, other)
+    sessions_and_locks(c, node)
+
+
 # ------------------------------------------------------------------------------ in process
 
 
@@ -136,6 +286,13 @@ async def test_py_consul_against_an_in_process_mesh(anyio_backend: str) -> None:
         await anyio.to_thread.run_sync(service_lifecycle, c, "api-1")
         await anyio.to_thread.run_sync(agent_and_status, c, "api-1", key)
         await anyio.to_thread.run_sync(blocking_queries, c, other)
+
+
+async def test_py_consul_kv_and_sessions_against_an_in_process_server(anyio_backend: str) -> None:
+    async with served("kv-1", server=True, bootstrap_expect=1) as (mesh, _url):
+        assert mesh.http_address is not None and mesh.address is not None
+        c, other = py_consul(mesh.http_address), py_consul(mesh.http_address)
+        await anyio.to_thread.run_sync(kv_scenario, c, other, "kv-1", mesh.address)
 
 
 async def test_another_peers_service_shows_its_aggregate_and_serf_health(
@@ -239,6 +396,20 @@ async def test_py_consul_against_a_meshlite_agent(
     assert await anyio.to_thread.run_sync(c.agent.leave)  # Consul's: leave, then exit
     assert await anyio.to_thread.run_sync(lambda: agent.proc.wait(timeout=DEADLINE_S)) == 0
     assert agent.proc.stderr is not None and agent.proc.stderr.read() == ""
+
+
+def test_py_consul_kv_against_a_dev_agent(agent_process: list[AgentProcess]) -> None:
+    """``meshlite agent --dev``: a one-server mesh with the KV store, as consul -dev."""
+    agent = AgentProcess("--dev", "--name", "dev-1", "--http", "127.0.0.1:0",
+                         "--dns", "127.0.0.1:0")  # fmt: skip
+    agent_process.append(agent)
+    address = agent.http_address()
+    start = agent.lines[-1]
+    assert start["server"] is True
+    c, other = py_consul(address), py_consul(address)
+    kv_scenario(c, other, "dev-1", start["address"])
+    c.agent.service.register("web", port=80)  # the catalog is served alongside the KV
+    assert c.catalog.services()[1] == {"web": []}
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

@@ -6,6 +6,7 @@ never a 500 — and the server stays up for the next one.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -110,7 +111,6 @@ NOT_FOUND: list[tuple[str, str]] = [
     ("PUT", "/v1/agent/check/fail/service:nope"),
     ("GET", "/v1/agent/health/service/name/nope"),
     ("GET", "/v1/agent/health/service/id/nope"),
-    ("GET", "/v1/kv/anything"),  # not served yet (the replicated KV comes later)
     ("GET", "/v1/agent/self/"),  # no redirect to the slash-less path, as in Consul
 ]
 
@@ -122,7 +122,142 @@ WRONG_METHOD: list[tuple[str, str]] = [
     ("GET", "/v1/agent/leave"),
     ("PATCH", "/v1/operator/keyring"),
     ("GET", "/v1/agent/check/pass/service:tcp"),
+    ("POST", "/v1/kv/k"),
+    ("PATCH", "/v1/kv/k"),
+    ("GET", "/v1/txn"),
+    ("POST", "/v1/txn"),
+    ("GET", "/v1/session/create"),
+    ("PUT", "/v1/session/list"),
+    ("DELETE", "/v1/session/destroy/x"),
+    ("GET", "/v1/session/renew/x"),
+    ("PUT", "/v1/session/info/x"),
 ]
+
+
+def txn(*ops: dict[str, Any]) -> bytes:
+    return body([{"KV": op} for op in ops])
+
+
+SET = {"Verb": "set", "Key": "k"}
+# The store's routes: (method, path, body or None, status, a fragment of the reason).
+BAD_STORE_REQUESTS: list[tuple[str, str, bytes | None, int, str]] = [
+    ("GET", "/v1/kv/", None, 400, "Missing key name"),
+    ("GET", "/v1/kv/k?recurse=maybe", None, 400, "?recurse"),
+    ("GET", "/v1/kv/k?keys=2", None, 400, "?keys"),
+    ("GET", "/v1/kv/k?raw=yes", None, 400, "?raw"),
+    ("GET", "/v1/kv/k?index=abc", None, 400, "Invalid index"),
+    ("GET", "/v1/kv/k?index=-1", None, 400, "Invalid index"),
+    ("GET", "/v1/kv/k?index=1&wait=10", None, 400, "Invalid wait time"),
+    ("GET", "/v1/kv/k?index=1&wait=-1s", None, 400, "Invalid wait time"),
+    ("GET", "/v1/kv/k?stale&consistent", None, 400, "stale"),
+    ("GET", "/v1/kv/k?dc=elsewhere", None, 400, "No path to datacenter"),
+    ("GET", "/v1/kv/k?filter=Key", None, 400, "filter"),
+    ("PUT", "/v1/kv/", b"x", 400, "Missing key name"),
+    ("PUT", "/v1/kv/k?flags=-1", b"x", 400, "Invalid flags"),
+    ("PUT", "/v1/kv/k?flags=18446744073709551616", b"x", 400, "Invalid flags"),
+    ("PUT", "/v1/kv/k?cas=x", b"x", 400, "Invalid cas"),
+    ("PUT", "/v1/kv/k?cas=1&acquire=s", b"x", 400, "Conflicting flags"),
+    ("PUT", "/v1/kv/k?acquire=a&release=b", b"x", 400, "Conflicting flags"),
+    ("PUT", "/v1/kv/k?acquire=", b"x", 400, "needs a session id"),
+    ("PUT", "/v1/kv/k?release=", b"x", 400, "needs a session id"),
+    ("PUT", "/v1/kv/k?acquire=no-such-session", b"x", 400, "invalid session"),
+    ("PUT", "/v1/kv/" + "k" * 5000, b"x", 400, "longer than 4096 bytes"),
+    ("PUT", "/v1/kv/k", b"v" * (512 * 1024 + 1), 413,
+     "Request body(524289 bytes) too large, max size: 524288 bytes"),
+    ("DELETE", "/v1/kv/", None, 400, "Missing key name"),
+    ("DELETE", "/v1/kv/k?recurse&cas=1", None, 400, "Conflicting flags"),
+    ("DELETE", "/v1/kv/k?cas=-5", None, 400, "Invalid cas"),
+    ("DELETE", "/v1/kv/k?recurse=perhaps", None, 400, "?recurse"),
+    ("PUT", "/v1/txn", b"not json", 400, "Failed to parse body"),
+    ("PUT", "/v1/txn", b"", 400, "Failed to parse body"),
+    ("PUT", "/v1/txn", b"{}", 400, "JSON list"),
+    ("PUT", "/v1/txn", b"[]", 400, "at least one"),
+    ("PUT", "/v1/txn", b"[" * 100_000 + b"]" * 100_000, 400, "Failed to parse body"),
+    ("PUT", "/v1/txn", body([1]), 400, "one key, KV"),
+    ("PUT", "/v1/txn", body([{"KV": SET, "Node": {}}]), 400, "one key, KV"),
+    ("PUT", "/v1/txn", body([{"KV": "set"}]), 400, "must be"),
+    ("PUT", "/v1/txn", body([{"Node": {"Verb": "set"}}]), 400, "not supported"),
+    ("PUT", "/v1/txn", txn({"Verb": "bogus", "Key": "k"}), 400, "unknown verb"),
+    ("PUT", "/v1/txn", txn({"Key": "k"}), 400, "unknown verb"),
+    ("PUT", "/v1/txn", txn({**SET, "Value": "!!"}), 400, "base64"),
+    ("PUT", "/v1/txn", txn({**SET, "Value": 5}), 400, "Value must be a string"),
+    ("PUT", "/v1/txn", txn({**SET, "Flags": -1}), 400, "Flags"),
+    ("PUT", "/v1/txn", txn({**SET, "Index": 1.5}), 400, "Index"),
+    ("PUT", "/v1/txn", txn({**SET, "Index": 2**64}), 400, "Index"),
+    ("PUT", "/v1/txn", txn({"Verb": "set", "Key": 5}), 400, "Key must be a string"),
+    ("PUT", "/v1/txn", txn({"Verb": "set", "Key": ""}), 400, "key must not be empty"),
+    ("PUT", "/v1/txn", txn({"Verb": "lock", "Key": "k"}), 400, "needs a session"),
+    ("PUT", "/v1/txn", txn(*[SET] * 65), 413, "too many operations (65 > 64)"),
+    ("PUT", "/v1/txn", txn({**SET, "Value": base64.b64encode(b"v" * (512 * 1024 + 1)).decode()}),
+     413, "is too large"),
+    ("PUT", "/v1/txn", txn(*[{**SET, "Value": base64.b64encode(b"v" * 180_000).decode()}] * 3),
+     413, "total 540000 bytes, over the 524288-byte limit"),
+    ("PUT", "/v1/txn", b" " * (2 * 1024 * 1024), 413, "too large"),
+    ("PUT", "/v1/session/create", b"[1]", 400, "JSON object"),
+    ("PUT", "/v1/session/create", b"{", 400, "Request decode failed"),
+    ("PUT", "/v1/session/create", body({"TTL": "5s"}), 400, "ttl_s must be 0 or between 10"),
+    ("PUT", "/v1/session/create", body({"TTL": "abc"}), 400, "TTL"),
+    ("PUT", "/v1/session/create", body({"TTL": 15}), 400, "TTL must be a string"),
+    ("PUT", "/v1/session/create", body({"Behavior": "explode"}), 400, "Behavior"),
+    ("PUT", "/v1/session/create", body({"LockDelay": "90s"}), 400, "lock_delay_s"),
+    ("PUT", "/v1/session/create", body({"LockDelay": "-1s"}), 400, "lock_delay_s"),
+    ("PUT", "/v1/session/create", body({"LockDelay": "soon"}), 400, "LockDelay"),
+    ("PUT", "/v1/session/create", body({"LockDelay": [1]}), 400, "LockDelay"),
+    ("PUT", "/v1/session/create", body({"LockDelay": 1e400}), 400, "lock_delay_s"),
+    ("PUT", "/v1/session/create", body({"Node": "nobody"}), 400, "not an alive member"),
+    ("PUT", "/v1/session/create", body({"Node": 7}), 400, "Node must be a string"),
+    ("PUT", "/v1/session/create", body({"Name": 5}), 400, "Name must be a string"),
+    ("PUT", "/v1/session/create", body({"Checks": ["service:web"]}), 400, "serfHealth"),
+    ("PUT", "/v1/session/create", body({"NodeChecks": "serfHealth"}), 400, "serfHealth"),
+    ("PUT", "/v1/session/create", body({"ServiceChecks": [{"ID": "x"}]}), 400, "ServiceChecks"),
+    ("PUT", "/v1/session/create", b" " * (600 * 1024), 413, "too large"),
+    ("GET", "/v1/session/list?index=x", None, 400, "Invalid index"),
+    ("GET", "/v1/session/info/x?wait=forever", None, 400, "Invalid wait time"),
+    ("GET", "/v1/session/node/n?stale&consistent", None, 400, "stale"),
+    ("PUT", "/v1/session/destroy/x?dc=elsewhere", None, 400, "No path to datacenter"),
+]  # fmt: skip
+
+
+async def test_store_bad_input_is_a_400_with_a_reason_never_a_500(anyio_backend: str) -> None:
+    async with served(server=True, bootstrap_expect=1) as (mesh, url), client(url) as http:
+        assert await mesh.kv.put("kept", b"v")  # waits for the election
+        for method, path, content, status, reason in BAD_STORE_REQUESTS:
+            r = await http.request(method, path, content=content)
+            where = f"{method} {path[:80]} {(content or b'')[:60]!r}"
+            assert r.status_code == status, f"{where}: {r.status_code} {r.text[:200]}"
+            assert r.headers["content-type"].startswith("text/plain"), where
+            assert reason in r.text, f"{where}: {r.text[:300]}"
+        assert await mesh.kv.keys() == ["kept"]  # nothing bad was written
+        assert (await mesh.kv.session_list()).value == []
+        missing = await http.get("/v1/kv/missing")
+        assert (missing.status_code, missing.content) == (404, b"")
+        assert int(missing.headers["x-consul-index"]) >= 1
+        gone = await http.put("/v1/session/renew/no-such-session")
+        assert (gone.status_code, gone.text) == (404, "Session id 'no-such-session' not found")
+        raw = await http.get("/v1/kv/kept?raw")
+        assert (raw.content, raw.headers["content-type"]) == (b"v", "application/octet-stream")
+        assert raw.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_the_store_without_a_leader_is_a_500_no_cluster_leader(anyio_backend: str) -> None:
+    """No server in the mesh: Consul's ``500 No cluster leader`` — not a 400: the request
+    was fine, the cluster cannot answer it."""
+    from meshlite._kv_client import KV
+
+    async with served() as (mesh, url), client(url) as http:
+        mesh._kv = KV(mesh, hold_s=0.2)  # the real client, holding 0.2 s instead of 7
+        for method, path in (
+            ("GET", "/v1/kv/k"),
+            ("PUT", "/v1/kv/k"),
+            ("DELETE", "/v1/kv/k"),
+            ("GET", "/v1/session/list"),
+            ("PUT", "/v1/session/create"),
+        ):
+            r = await http.request(method, path)
+            assert (r.status_code, r.text) == (500, "No cluster leader"), (method, path)
+        r = await http.put("/v1/txn", content=txn(SET))
+        assert (r.status_code, r.text) == (500, "No cluster leader")
+        assert (await http.get("/v1/status/leader")).json() == ""
 
 
 async def test_bad_input_is_a_400_with_a_reason_never_a_500(anyio_backend: str) -> None:
@@ -180,6 +315,31 @@ async def test_the_token_guards_writes_and_optionally_reads(anyio_backend: str) 
             assert ok.status_code == 200
             for public in ("/v1/openapi.json", "/v1/status/leader", "/v1/status/peers"):
                 assert (await http.get(public)).status_code == 200
+
+
+async def test_the_token_guards_store_writes(anyio_backend: str) -> None:
+    token = "s3cret-token"
+    writes = [
+        ("PUT", "/v1/kv/k", b"v"),
+        ("DELETE", "/v1/kv/k?recurse", None),
+        ("PUT", "/v1/txn", txn(SET)),
+        ("PUT", "/v1/session/create", None),
+        ("PUT", "/v1/session/destroy/x", None),
+        ("PUT", "/v1/session/renew/x", None),
+    ]
+    async with (
+        served(server=True, bootstrap_expect=1, http_token=token) as (mesh, url),
+        client(url) as http,
+    ):
+        for method, path, content in writes:
+            for headers in ({}, {"X-Consul-Token": "wrong"}):
+                r = await http.request(method, path, content=content, headers=headers)
+                assert (r.status_code, r.text) == (403, "Permission denied"), (method, path)
+        assert await mesh.kv.keys() == []
+        assert (await http.get("/v1/kv/k")).status_code == 404  # reads stay open
+        assert (await http.get("/v1/session/list")).json() == []
+        r = await http.put("/v1/kv/k", content=b"v", headers={"X-Consul-Token": token})
+        assert (r.status_code, r.json()) == (200, True)
 
 
 async def test_py_consul_with_a_token(anyio_backend: str) -> None:

@@ -85,14 +85,29 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     assert served_ops == documented
 
 
+def test_every_store_route_is_documented_and_every_documented_one_exists() -> None:
+    from meshlite._http.kv import store_routes
+    from meshlite._http.kv_openapi import PATHS
+
+    served_ops = {
+        (r.path.replace("{key:path}", "{key}"), m.lower())
+        for r in store_routes()
+        for m in (r.methods or ())
+        if m != "HEAD"
+    }
+    assert served_ops == {(p, m) for p, ops in PATHS.items() for m in ops}
+
+
 async def test_live_answers_match_the_document(anyio_backend: str) -> None:
     key = meshlite.generate_key()
-    async with served("a", key=key) as (mesh, url), client(url) as http:
+    server = {"server": True, "bootstrap_expect": 1}
+    async with served("a", key=key, **server) as (mesh, url), client(url) as http:
         async with Mesh("b", "127.0.0.1:0", join=[mesh.address], key=key, profile="local") as b:
             await b.register("cache", 6379, id="cache-1", tags=["x"])
             doc = (await http.get("/v1/openapi.json")).json()
             assert doc["openapi"].startswith("3.0")
             c = Checker(doc)
+            await exercise_store(http, c)
             await exercise(http, c, key)
             missing = {(p, m) for p, ops in doc["paths"].items() for m in ops} - c.seen
             assert not missing, f"not exercised: {sorted(missing)}"
@@ -139,6 +154,47 @@ async def exercise(http: httpx.AsyncClient, c: Checker, key: str) -> None:
     gone = await call(deregister, "PUT", deregister.format(service_id="web-1"))
     assert gone.status_code == 404
     await call("/v1/agent/leave", "PUT", "/v1/agent/leave")
+
+
+async def exercise_store(http: httpx.AsyncClient, c: Checker) -> None:
+    """Every KV, txn and session route, with their 200, 404, 409 and 400 answers."""
+
+    async def call(template: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        r = await http.request(method, path, **kwargs)
+        c.check(template, r)
+        return r
+
+    kv = "/v1/kv/{key}"
+    assert (await call(kv, "PUT", "/v1/kv/cfg?flags=3", content=b"v")).json() is True
+    assert (await call(kv, "PUT", "/v1/kv/cfg?cas=1", content=b"w")).json() is False
+    assert (await call(kv, "PUT", "/v1/kv/cfg?flags=x")).status_code == 400
+    reads = ["/v1/kv/cfg", "/v1/kv/cfg?raw", "/v1/kv/?recurse", "/v1/kv/?keys", "/v1/kv/nope",
+             "/v1/kv/cfg?index=1&wait=50ms&stale", "/v1/kv/cfg?raw=x"]  # fmt: skip
+    for path in reads:
+        await call(kv, "GET", path)
+    assert (await call(kv, "GET", "/v1/kv/nope")).status_code == 404
+    create = {"Name": "s", "TTL": "30s", "LockDelay": "1s"}
+    made = await call("/v1/session/create", "PUT", "/v1/session/create", json=create)
+    session = made.json()["ID"]
+    await call("/v1/session/create", "PUT", "/v1/session/create", json={"TTL": "1s"})
+    await call(kv, "PUT", f"/v1/kv/lock?acquire={session}")
+    ops = [{"KV": {"Verb": "get", "Key": "cfg"}}, {"KV": {"Verb": "set", "Key": "t", "Value": ""}}]
+    assert (await call("/v1/txn", "PUT", "/v1/txn", json=ops)).status_code == 200
+    failing = [{"KV": {"Verb": "check-index", "Key": "cfg", "Index": 1}}]
+    assert (await call("/v1/txn", "PUT", "/v1/txn", json=failing)).status_code == 409
+    assert (await call("/v1/txn", "PUT", "/v1/txn", json=[{"KV": {}}] * 65)).status_code == 413
+    for template, path in (
+        ("/v1/session/info/{id}", f"/v1/session/info/{session}"),
+        ("/v1/session/info/{id}", "/v1/session/info/nope"),
+        ("/v1/session/list", "/v1/session/list"),
+        ("/v1/session/node/{node}", "/v1/session/node/a?consistent"),
+    ):
+        await call(template, "GET", path)
+    await call("/v1/session/renew/{id}", "PUT", f"/v1/session/renew/{session}")
+    assert (await call(kv, "DELETE", "/v1/kv/?recurse")).json() is True
+    await call("/v1/session/destroy/{id}", "PUT", f"/v1/session/destroy/{session}")
+    gone = await call("/v1/session/renew/{id}", "PUT", f"/v1/session/renew/{session}")
+    assert gone.status_code == 404
 
 
 READS: dict[str, list[str]] = {
