@@ -149,7 +149,15 @@ async def one_round(
         await anyio.sleep(0.005)
     done.set()
     t_elected = await elected
-    known = next((t for t, name in c.leaders if t >= t_kill and name not in (None, old)), None)
+
+    def learned() -> float | None:
+        return next((t for t, name in c.leaders if t >= t_kill and name not in (None, old)), None)
+
+    # Writes may come back before the client's gossip view names the new leader (a client
+    # that cannot reach the old leader asks another server at once): keep watching.
+    while learned() is None and time.monotonic() < deadline:  # noqa: ASYNC110 (polled list)
+        await anyio.sleep(0.005)
+    known = learned()
     gap = [r for r in c.records if r[0] >= t_kill and (back is None or r[1] <= back)]
     servers.restart(i)
     return {
