@@ -47,7 +47,6 @@ from meshlite._raft_server_kv import READS, KVRead
 __all__ = [
     "CALLS",
     "ERROR_KINDS",
-    "READS",
     "Call",
     "RpcError",
     "decode_call",
@@ -100,6 +99,12 @@ def _op(v: Any) -> TxnOp:
     )
 
 
+def _what(v: Any) -> str:
+    if v not in READS:
+        raise DecodeError(f"unknown read {v!r}")
+    return str(v)
+
+
 def _ops(v: Any) -> list[TxnOp]:
     if type(v) is not list:
         raise DecodeError("txn ops must be an array")
@@ -115,7 +120,7 @@ CALLS: dict[str, tuple[Callable[[Any], Any], ...]] = {
     "session_create": (_os, _s, _float, _s, _float),  # node name ttl behavior lock_delay
     "session_destroy": (_s,),
     "session_renew": (_s,),
-    "read": (_s, _s, _os, _s, _ou, _opt(_float)),  # what key sep consistency index wait
+    "read": (_what, _s, _os, _s, _ou, _opt(_float)),  # what key sep consistency index wait
     "state": (),  # does this server hold Raft state? (bootstrap safety)
 }
 

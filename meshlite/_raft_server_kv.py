@@ -166,9 +166,7 @@ class KVApi:
         wait_s: float | None = None,
     ) -> KVRead[KVEntry | None]:
         """Consul's ``GET /v1/kv/<key>``; with ``index``, block until the key changes."""
-        return await self._read(
-            consistency, lambda: self.kv.get(key), lambda: self.kv.key_index(key), index, wait_s
-        )
+        return await self.read("get", key, consistency=consistency, index=index, wait_s=wait_s)
 
     async def list(
         self,
@@ -179,13 +177,7 @@ class KVApi:
         wait_s: float | None = None,
     ) -> KVRead[builtins.list[KVEntry]]:
         """``?recurse``: every entry under ``prefix``, in key order."""
-        return await self._read(
-            consistency,
-            lambda: self.kv.list(prefix),
-            lambda: self.kv.prefix_index(prefix),
-            index,
-            wait_s,
-        )
+        return await self.read("list", prefix, consistency=consistency, index=index, wait_s=wait_s)
 
     async def keys(
         self,
@@ -197,12 +189,8 @@ class KVApi:
         wait_s: float | None = None,
     ) -> KVRead[builtins.list[str]]:
         """``?keys&separator=``: keys under ``prefix``, cut after the separator."""
-        return await self._read(
-            consistency,
-            lambda: self.kv.keys(prefix, separator),
-            lambda: self.kv.prefix_index(prefix),
-            index,
-            wait_s,
+        return await self.read(
+            "keys", prefix, separator, consistency=consistency, index=index, wait_s=wait_s
         )
 
     async def read(

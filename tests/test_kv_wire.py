@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,3 +90,9 @@ def test_well_formed_msgpack_with_wrong_shapes_only_raises_decode_error(
     for m, a in [("read", ("get", "k", None, "default", None, None)), ("txn", ([],)), ("put", ())]:
         with contextlib.suppress(DecodeError):
             decode_reply(m, a, msgpack.packb([0, args], use_bin_type=True))
+
+
+def test_a_read_of_an_unknown_kind_is_refused_at_decode() -> None:
+    data = msgpack.packb([12, "read", ["bogus", "k", None, "default", None, None]])
+    with pytest.raises(DecodeError, match="unknown read"):
+        decode_call(data)
