@@ -21,10 +21,12 @@ loops on a timer:
 * Both wake for :meth:`CheckState.next_deadline` (TTL expiry, deregister-after).
 
 ``on_change(check_id, status, output)`` runs on the event loop, from the check's task,
-only when the status changes (the caller publishes it); ``on_deregister(check_id)`` runs
-once when the check has been critical for ``deregister_critical_after_s`` — the check then
-stops running but keeps its state until :meth:`CheckRunner.remove`.  An exception from
-either callback is logged and does not stop the check.  Callbacks may call ``remove``.
+only when the status changes (the caller publishes it); ``on_output(check_id)`` when only
+the output changed (nothing to gossip, but the peer's HTTP view shows it);
+``on_deregister(check_id)`` runs once when the check has been critical for
+``deregister_critical_after_s`` — the check then stops running but keeps its state until
+:meth:`CheckRunner.remove`.  An exception from a callback is logged and does not stop
+the check.  Callbacks may call ``remove``.
 """
 
 from __future__ import annotations
@@ -99,11 +101,13 @@ class CheckRunner:
         on_change: Callable[[str, Status, str], None],
         on_deregister: Callable[[str], None],
         *,
+        on_output: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
         first_run_stagger_max_s: float = FIRST_RUN_STAGGER_MAX_S,
     ) -> None:
         self._on_change = on_change
         self._on_deregister = on_deregister
+        self._on_output = on_output
         self._rng = rng if rng is not None else random.Random()
         self._stagger_max_s = first_run_stagger_max_s
         self._entries: dict[str, _Entry] = {}
@@ -173,10 +177,10 @@ class CheckRunner:
             raise ConfigError(
                 f"check {check_id!r} is not a TTL check; only TTLCheck takes ttl updates"
             )
+        before = entry.state.output
         changed = entry.state.ttl_update(Status(status), note, anyio.current_time())
         entry.wake.set()
-        if changed:
-            self._notify_change(entry)
+        self._report(entry, changed, before)
 
     def state(self, check_id: str) -> tuple[Status, str]:
         """The current status and output of ``check_id``."""
@@ -224,16 +228,17 @@ class CheckRunner:
         with entry.scope:
             while True:
                 now = anyio.current_time()
-                if entry.state.expire(now):
-                    self._notify_change(entry)
+                before = entry.state.output
+                self._report(entry, entry.state.expire(now), before)
                 if entry.state.deregister_due(now):
                     self._notify_deregister(entry)
                     return
                 if next_run is not None and now >= next_run:
                     assert entry.probe is not None
                     status, output = await entry.probe()
-                    if entry.state.record(status, output, anyio.current_time()):
-                        self._notify_change(entry)
+                    before = entry.state.output
+                    changed = entry.state.record(status, output, anyio.current_time())
+                    self._report(entry, changed, before)
                     next_run = _on_tick(anyio.current_time() + entry.interval_s, entry.interval_s)
                     continue
                 await self._sleep(entry, next_run)
@@ -248,6 +253,18 @@ class CheckRunner:
             await entry.wake.wait()
         if entry.wake.is_set():
             entry.wake = anyio.Event()
+
+    def _report(self, entry: _Entry, status_changed: bool, output_before: str) -> None:
+        """After one state transition: tell the owner what it moved, if anything."""
+        if status_changed:
+            self._notify_change(entry)
+        elif entry.state.output != output_before and self._on_output is not None:
+            if self._entries.get(entry.check_id) is not entry:
+                return  # removed meanwhile
+            try:
+                self._on_output(entry.check_id)
+            except Exception:
+                log.exception("on_output callback failed for check %s", entry.check_id)
 
     def _notify_change(self, entry: _Entry) -> None:
         if self._entries.get(entry.check_id) is not entry:

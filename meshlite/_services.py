@@ -82,7 +82,9 @@ class Services:
         self._any: anyio.Event | None = None  # wait_changed's, created on first use
         self._any_at = 0  # the directory index when ``_any`` was created
         self._closed = False
-        self.runner = CheckRunner(self._on_check_change, self._on_deregister_due)
+        self.runner = CheckRunner(
+            self._on_check_change, self._on_deregister_due, on_output=self._on_check_output
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -255,6 +257,13 @@ class Services:
             return
         log.info("check %s is now %s: %s", check_id, status, output[:200])
         self._publish(self._local[sid])
+
+    def _on_check_output(self, check_id: str) -> None:
+        # Only the output moved: nothing to gossip, but this peer's HTTP view shows it,
+        # so its blocking queries must wake.
+        if check_id in self._check_owner:
+            self.directory.touch()
+            self._wake_names(set())
 
     def _on_deregister_due(self, check_id: str) -> None:
         sid = self._check_owner.get(check_id)

@@ -51,12 +51,16 @@ class Recorder:
     def __init__(self) -> None:
         self.changes: list[tuple[str, Status, str]] = []
         self.deregistered: list[str] = []
+        self.outputs: list[str] = []  # check ids whose output alone changed
 
     def on_change(self, check_id: str, status: Status, output: str) -> None:
         self.changes.append((check_id, status, output))
 
     def on_deregister(self, check_id: str) -> None:
         self.deregistered.append(check_id)
+
+    def on_output(self, check_id: str) -> None:
+        self.outputs.append(check_id)
 
     def statuses(self, check_id: str) -> list[Status]:
         return [s for c, s, _ in self.changes if c == check_id]
@@ -65,7 +69,7 @@ class Recorder:
 @asynccontextmanager
 async def running(rec: Recorder | None = None) -> AsyncIterator[CheckRunner]:
     rec = rec or Recorder()
-    async with CheckRunner(rec.on_change, rec.on_deregister) as runner:
+    async with CheckRunner(rec.on_change, rec.on_deregister, on_output=rec.on_output) as runner:
         yield runner
 
 
@@ -176,6 +180,7 @@ async def test_http_status_codes_map_to_consul_statuses(http_url: str) -> None:
         assert "200 OK Output: fine" in await settle(runner, "moved", P)
     assert ("ok", P, f"HTTP GET {http_url}/ok: 200 OK Output: fine") in rec.changes
     assert rec.statuses("fail") == []  # started critical and stayed so: no change to report
+    assert "fail" in rec.outputs  # ... but its output did change
 
 
 async def test_http_method_headers_and_body_cap(http_url: str) -> None:
@@ -416,10 +421,12 @@ async def test_ttl_updates_and_expiry() -> None:
         runner.ttl_update("ttl", P, "all good")
         assert runner.state("ttl") == (P, "all good")
         runner.ttl_update("ttl", W, "degraded")
-        runner.ttl_update("ttl", W, "still degraded")  # same status: no notification
+        runner.ttl_update("ttl", W, "still degraded")  # same status: only the output moved
+        runner.ttl_update("ttl", W, "still degraded")  # nothing moved: nothing reported
         runner.ttl_update("ttl", C, "broken")
         runner.ttl_update("ttl", P, "fixed")
         assert rec.statuses("ttl") == [P, W, C, P]
+        assert rec.outputs == ["ttl"]
         for _ in range(3):  # keeping it fresh keeps it passing
             await anyio.sleep(0.05)
             runner.ttl_update("ttl", P, "fixed")

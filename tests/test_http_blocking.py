@@ -12,7 +12,7 @@ import anyio
 import pytest
 from http_served import client, served
 
-from meshlite import Mesh
+from meshlite import Mesh, TTLCheck
 from meshlite._core.catalog import Record
 from meshlite._core.directory import Directory
 from meshlite._core.events import Member, MemberEvent, MemberEventKind
@@ -93,6 +93,35 @@ async def test_a_change_on_another_peer_wakes_a_blocked_health_query(anyio_backe
             assert [e["Service"]["ID"] for e in entries] == ["db-1"]
             assert int(r.headers["x-consul-index"]) > int(index)
             assert float(str(answer["at"])) - changed_at < 10.0
+
+
+async def test_a_new_check_output_alone_wakes_a_blocked_query(anyio_backend: str) -> None:
+    # A TTL note that keeps the status (critical -> critical) changes nothing to gossip,
+    # but this agent's HTTP view shows the output: a held query must see it.
+    async with served() as (mesh, url), client(url) as http:
+        await mesh.register("db", 5432, id="db-1", check=TTLCheck(ttl_s=60.0))
+        first = await http.get("/v1/health/state/any")
+        index = first.headers["x-consul-index"]
+        answer: dict[str, object] = {}
+
+        async def blocked() -> None:
+            answer["response"] = await http.get(f"/v1/health/state/any?index={index}&wait=20s")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(blocked)
+            await anyio.sleep(0.3)
+            assert not answer, "returned before anything changed"
+            start = time.monotonic()
+            mesh.ttl_fail("service:db-1", "connection refused")
+        r = answer["response"]
+        assert hasattr(r, "json") and time.monotonic() - start < 10.0
+        assert int(r.headers["x-consul-index"]) > int(index)
+        outputs = {c["CheckID"]: c["Output"] for c in r.json()}
+        assert outputs["service:db-1"] == "connection refused"
+        # The same note again changes nothing: the index stays.
+        mesh.ttl_fail("service:db-1", "connection refused")
+        again = await http.get("/v1/health/state/any")
+        assert again.headers["x-consul-index"] == r.headers["x-consul-index"]
 
 
 async def test_a_blocking_query_times_out_with_the_same_index(anyio_backend: str) -> None:

@@ -16,7 +16,8 @@ broadcast or a change to another service.
 
 ``index`` is the catalog-wide counterpart, for the HTTP API's blocking queries (Consul's
 ``X-Consul-Index``): it only grows, by one for every input that changed some name's
-results or the membership (every member event: node lists and node health show it).
+results or the membership (every member event: node lists and node health show it), and
+by :meth:`Directory.touch` for what only this peer shows (its own checks' output).
 
 Sans-I/O like the SWIM core: inputs with a ``now``, outputs as values (the records to
 broadcast); ``meshlite/_services.py`` drives it from the mesh's loop and the simulator
@@ -143,6 +144,10 @@ class Directory:
         return self._reindex(names)
 
     # ------------------------------------------------------------------ index
+
+    def touch(self) -> None:
+        """Something only this peer's view shows changed (a local check's output)."""
+        self.index += 1
 
     def _reindex(self, names: set[str]) -> set[str]:
         changed = set()
