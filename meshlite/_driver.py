@@ -31,13 +31,15 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from meshlite._channel_seal import ChannelOpener, ChannelSealer
+from meshlite._channel_seal import CHANNEL_HEADER_BYTES, ChannelOpener, ChannelSealer
 from meshlite._core import events as ev
 from meshlite._core.swim import SwimCore
 from meshlite._core.wire import Kind, peek_kind
 from meshlite._crypto import AuthError, Sealer
+from meshlite._rpc_mux import MUX_HEADER_BYTES, MuxClient, serve_mux
 from meshlite._transport import Channel, FrameHandler, Transport
 
 __all__ = ["Driver"]
@@ -102,8 +104,11 @@ class Driver:
         self.on_member: Callable[[ev.MemberEvent], None] | None = None
         # Channel frames (long-lived one-way streams, e.g. Raft), opened: plaintext, source.
         self.on_channel_message: Callable[[bytes, ev.Addr], None] | None = None
-        # Forwarded KV/session calls (``Kind.RPC`` streams), set on Raft servers only.
+        # Forwarded KV/session calls (``Kind.RPC`` over multiplexed connections), set on
+        # Raft servers only.
         self.rpc_handler: Callable[[bytes], Awaitable[bytes]] | None = None
+        self._muxes: dict[ev.Addr, MuxClient] = {}  # one connection per server called
+        self._mux_locks: dict[ev.Addr, anyio.Lock] = {}
 
     # ------------------------------------------------------------------ running
 
@@ -121,6 +126,7 @@ class Driver:
                     self._on_stream,
                     self.tcp_timeout_s,
                     self._accept_channel,
+                    self._serve_mux,
                 )
                 task_status.started()
         finally:
@@ -234,11 +240,59 @@ class Driver:
         return None if reply is None else self._open(reply, dst)
 
     async def call(self, dst: ev.Addr, plaintext: bytes, timeout_s: float) -> bytes | None:
-        """A sealed RPC: ``NotSentError`` if no connection was made, ``None`` if no valid
-        reply came (sent, outcome unknown), else the opened reply."""
-        frame = self.sealer.seal(plaintext, time.time())
-        reply = await self.transport.call(dst, frame, timeout_s)
-        return None if reply is None else self._open(reply, dst)
+        """A sealed RPC over the multiplexed connection to ``dst`` (``meshlite._rpc_mux``):
+        ``NotSentError`` if it certainly reached no handler, ``None`` if no answer came
+        (sent, outcome unknown), else the answer."""
+        client = self._muxes.get(dst)
+        if client is None or not client.fresh():
+            client = await self._connect_mux(dst, timeout_s)
+        return await client.call(plaintext, timeout_s)
+
+    async def _connect_mux(self, dst: ev.Addr, timeout_s: float) -> MuxClient:
+        # One connection per peer, however many callers find none at once.
+        lock = self._mux_locks.setdefault(dst, anyio.Lock())
+        async with lock:
+            client = self._muxes.get(dst)
+            if client is not None and client.fresh():
+                return client
+            if client is not None:
+                await client.aclose()
+            stream = await self.transport.connect_mux(dst, timeout_s)
+            sealer, opener = ChannelSealer(self.sealer), ChannelOpener(self.sealer)
+            client = MuxClient(
+                stream,
+                open_frame=lambda frame: self._open_in(opener, frame, dst),
+                seal_frame=lambda plaintext: sealer.seal(plaintext, time.time()),
+                max_frame_bytes=self.transport.max_frame_bytes,
+                max_body_bytes=self._max_mux_body(),
+            )
+            self._muxes[dst] = client
+            self.spawn(client.run)
+            return client
+
+    async def _serve_mux(
+        self, reader: BufferedByteReceiveStream, stream: anyio.abc.SocketStream, src: ev.Addr
+    ) -> None:
+        sealer, opener = ChannelSealer(self.sealer), ChannelOpener(self.sealer)
+        await serve_mux(
+            reader,
+            stream,
+            open_frame=lambda frame: self._open_in(opener, frame, src),
+            seal_frame=lambda plaintext: sealer.seal(plaintext, time.time()),
+            handler=self._on_rpc,
+            max_frame_bytes=self.transport.max_frame_bytes,
+            max_body_bytes=self._max_mux_body(),
+        )
+
+    async def _on_rpc(self, plaintext: bytes) -> bytes | None:
+        """One call from a multiplexed connection; None: not served here (refused)."""
+        if self.rpc_handler is None or peek_kind(plaintext) != Kind.RPC:
+            return None  # not a server (or not a call): the caller tries another
+        return await self.rpc_handler(plaintext)
+
+    def _max_mux_body(self) -> int:
+        overhead = self.sealer.overhead_bytes + CHANNEL_HEADER_BYTES + MUX_HEADER_BYTES
+        return self.transport.max_frame_bytes - overhead
 
     async def _stream_request(self, effect: ev.SendStream) -> None:
         reply = await self.request(effect.dst, effect.data, effect.timeout_s)
@@ -248,12 +302,7 @@ class Driver:
         plaintext = self._open(frame, src)
         if plaintext is None:
             return None
-        kind = peek_kind(plaintext)
-        if kind == Kind.RPC:
-            if self.rpc_handler is None:
-                return None  # not a server: the caller tries another
-            return self.sealer.seal(await self.rpc_handler(plaintext), time.time())
-        if kind == Kind.KEYRING_REQUEST:
+        if peek_kind(plaintext) == Kind.KEYRING_REQUEST:
             # Sealed with the keyring as it is *before* the operation is applied would be
             # nicer, but the handler mutates the keyring first; the primary key only changes
             # on "use", whose sender already has that key installed, so the reply opens.
@@ -288,14 +337,20 @@ class Driver:
         """Keep a channel only while its frames authenticate, follow on, and someone listens."""
         if self.on_channel_message is None:
             return False
-        try:
-            plaintext = opener.open(frame, time.time())
-        except AuthError as exc:
-            self.stats[f"drop_{exc.reason}"] += 1
-            self._log_refusal(src, exc.reason, exc.detail)
+        plaintext = self._open_in(opener, frame, src)
+        if plaintext is None:
             return False
         self.on_channel_message(plaintext, src)
         return True
+
+    def _open_in(self, opener: ChannelOpener, frame: bytes, src: ev.Addr) -> bytes | None:
+        """A channel-bound frame opened, or None (counted and logged once: close it)."""
+        try:
+            return opener.open(frame, time.time())
+        except AuthError as exc:
+            self.stats[f"drop_{exc.reason}"] += 1
+            self._log_refusal(src, exc.reason, exc.detail)
+            return None
 
     # ------------------------------------------------------------------ security edge
 

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Every call goes to the Raft leader, as Consul's RPCs do (``agent/consul/rpc.go``
 ``forward``): on a server that leads, straight to its :class:`RaftServer`; anywhere
-else, as one sealed stream to the server believed to lead (``Mesh.leader()``: the Raft
+else, as a sealed call (multiplexed with the others on one connection per
+server, ``_rpc_mux``) to the server believed to lead (``Mesh.leader()``: the Raft
 core's view on a server, the leader's gossip meta elsewhere).  A ``not_leader`` answer
 names the leader it knows; the call follows that hint.  With no leader known, any alive
 server is asked.  This repeats, with a short backoff, for at most ``hold_s`` (Consul's

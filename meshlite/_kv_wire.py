@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-Consul's clients reach the servers by RPC (``agent/consul/rpc.go``); ours send one
-sealed stream per call over the mesh port (``Driver.call``), routed to the server by the
-message kind ``Kind.RPC`` before the SWIM core sees it.  A call is the msgpack array
+Consul's clients reach the servers by RPC (``agent/consul/rpc.go``) multiplexed over one
+connection per server; ours too (``Driver.call``, ``meshlite._rpc_mux``), over the mesh
+port, each call marked with the message kind ``Kind.RPC``.  A call is the msgpack array
 ``[Kind.RPC, method, args]``; ``args`` is a list whose shape the method fixes
 (:data:`CALLS`).  An answer is ``[0, result]`` or ``[1, error_kind, text, leader_hint]``
 where ``error_kind`` is one of :data:`ERROR_KINDS`.

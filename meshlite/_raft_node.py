@@ -12,7 +12,12 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
   up in the core and the next Ready persists them together: group commit), then
   **send** the messages, then **apply** the snapshot and committed entries to the state
   machine, then ``advance``.  Persist-before-send is what makes a vote or an
-  acknowledgement survive a crash (thesis §3.8);
+  acknowledgement survive a crash (thesis §3.8).  A Ready whose only news is a higher
+  commit index persists nothing (etcd's ``MustSync``): Raft never needs the commit index
+  back after a crash (it is learnt again from the leader, and a stale one only delays
+  applying), so it rides along with the next save, or is saved when the loop is idle —
+  one sync and one thread hop fewer per replication round.  In-memory storage is
+  written on the loop itself: no sync to wait for, so a thread hop would only cost;
 * outbound messages go to one queue per peer, drained by a task that keeps a channel
   open (reconnecting with backoff) and writes whatever has queued up as one batch; a
   full queue drops, as a lossy network would — Raft retransmits.  The channel seals
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -37,11 +42,11 @@ import anyio.abc
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from meshlite._core.raft import Entry, EntryKind, Message, RaftCore, Ready, Snapshot
+from meshlite._core.raft import Entry, EntryKind, HardState, Message, RaftCore, Ready, Snapshot
 from meshlite._core.raft.codec import decode_raft, encode_raft
 from meshlite._core.wire import Addr, DecodeError
 from meshlite._raft_storage import RaftStorage
-from meshlite._transport import Channel
+from meshlite._transport import Channel, next_batch
 from meshlite.errors import NotLeaderError
 
 __all__ = ["CHANNEL_RAFT", "RaftNode"]
@@ -96,6 +101,8 @@ class RaftNode:
         self._tg: anyio.abc.TaskGroup | None = None
         self.applied = core.status()["applied"]
         self.dropped: dict[str, int] = {}
+        self._saved_hs = core.hard_state()  # the hard state storage holds (as loaded)
+        self._unsaved_hs: HardState | None = None  # a newer commit index, not saved yet
 
     # ------------------------------------------------------------------ running
 
@@ -124,12 +131,20 @@ class RaftNode:
             self._wake = anyio.Event()
             while self.core.has_ready():
                 await self._handle(self.core.ready())
+            if self._unsaved_hs is not None:  # idle: now the commit index is worth a save
+                await self._save(self._unsaved_hs, (), None)
 
     async def _handle(self, rd: Ready) -> None:
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            await anyio.to_thread.run_sync(
-                self._storage.save, rd.hard_state, list(rd.entries), rd.snapshot
-            )
+        hs = rd.hard_state
+        if (
+            hs is not None
+            and not rd.entries
+            and rd.snapshot is None
+            and (hs.term, hs.vote) == (self._saved_hs.term, self._saved_hs.vote)
+        ):
+            self._unsaved_hs, hs = hs, None  # only the commit moved: see the module doc
+        if hs is not None or rd.entries or rd.snapshot is not None:
+            await self._save(hs or self._unsaved_hs, rd.entries, rd.snapshot)
         for msg in rd.messages:
             self._send(msg)
         if rd.snapshot is not None:
@@ -142,6 +157,18 @@ class RaftNode:
         self.core.advance(rd)
         self._progress.set()
         self._progress = anyio.Event()
+
+    async def _save(
+        self, hs: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> None:
+        if self._storage.in_memory:
+            self._storage.save(hs, entries, snapshot)
+        else:
+            await anyio.to_thread.run_sync(self._storage.save, hs, entries, snapshot)
+        if hs is not None:
+            self._saved_hs = hs
+            if self._unsaved_hs is not None and self._unsaved_hs.commit <= hs.commit:
+                self._unsaved_hs = None
 
     def _apply(self, entry: Entry) -> None:
         result = self._apply_fn(entry) if entry.kind is EntryKind.NORMAL else None
@@ -234,7 +261,7 @@ class RaftNode:
             try:
                 while True:
                     if not pending:
-                        pending = await _next_batch(rx)
+                        pending = await next_batch(rx, PEER_BATCH_MESSAGES, PEER_BATCH_BYTES)
                     await channel.send_many([CHANNEL_RAFT + m for m in pending])
                     pending = []
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -246,16 +273,3 @@ class RaftNode:
             finally:
                 with anyio.CancelScope(shield=True):
                     await channel.aclose()
-
-
-async def _next_batch(rx: MemoryObjectReceiveStream[bytes]) -> list[bytes]:
-    """The next message, and those queued behind it (see ``PEER_BATCH_MESSAGES``)."""
-    batch = [await rx.receive()]
-    size = len(batch[0])
-    while len(batch) < PEER_BATCH_MESSAGES and size < PEER_BATCH_BYTES:
-        try:
-            batch.append(rx.receive_nowait())
-        except anyio.WouldBlock:
-            break
-        size += len(batch[-1])
-    return batch

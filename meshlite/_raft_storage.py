@@ -133,6 +133,11 @@ class RaftStorage:
         conn = connect(where, durable=durable)
         return cls(conn, where, durable=durable)
 
+    @property
+    def in_memory(self) -> bool:
+        """True when nothing is written to disk (no path): saves cost no sync."""
+        return self._path is None
+
     def load(self) -> tuple[HardState, Snapshot | None, list[Entry]]:
         """What a ``RaftCore`` restarts from: hard state, snapshot, entries after it."""
         with self._lock, self._errors("load"):

@@ -22,6 +22,10 @@ frames leave in the order they were sealed: the driver binds them to the channel
 an id and sequence numbers (``meshlite._channel_seal``), checked by the frame handler.
 Replies, if any, travel on the other side's own channel.
 
+*Multiplexed connections* carry many concurrent calls both ways (forwarded KV calls, see
+``meshlite._rpc_mux``): the opener sends ``MUX_MAGIC``, and the accepted connection is
+handed whole to the mux handler.
+
 The payloads are opaque here (the driver seals and opens them).  Every stream operation is
 bounded by a timeout; a slow or silent peer costs one task for at most that long.
 """
@@ -37,6 +41,7 @@ from typing import Literal
 import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from meshlite._core.wire import Addr
 from meshlite._crypto import (
@@ -49,13 +54,16 @@ from meshlite._crypto import (
 
 __all__ = [
     "CHANNEL_MAGIC",
+    "MUX_MAGIC",
     "Channel",
     "ChannelHandler",
     "FrameHandler",
+    "MuxHandler",
     "NotSentError",
     "StreamHandler",
     "Transport",
     "bind_udp_tcp",
+    "next_batch",
 ]
 
 log = logging.getLogger("meshlite.transport")
@@ -71,6 +79,8 @@ MAX_INBOUND_STREAMS = 256
 
 # Sent instead of a first frame length to open a channel; 0xFF... exceeds every frame limit.
 CHANNEL_MAGIC = b"\xffMLC"
+# The same, for a multiplexed connection (``meshlite._rpc_mux``).
+MUX_MAGIC = b"\xffMLM"
 # A channel with no frame for this long is closed (Raft heartbeats arrive every ~50 ms).
 CHANNEL_IDLE_S = 60.0
 # A channel's idle deadline moves once it has come this fraction of CHANNEL_IDLE_S closer,
@@ -85,12 +95,14 @@ CONNECT_TIMEOUT_S = 2.0
 
 
 class NotSentError(Exception):
-    """:meth:`Transport.call` could not connect: the request never left."""
+    """A call certainly reached no handler (no connection, or refused): safe to retry."""
 
 
 StreamHandler = Callable[[bytes, Addr], Awaitable[bytes | None]]
 FrameHandler = Callable[[bytes], bool]  # one channel's frames; False: close the channel
 ChannelHandler = Callable[[Addr], FrameHandler]  # called once per accepted channel
+# Serves one accepted multiplexed connection until it ends (MUX_MAGIC already read).
+MuxHandler = Callable[[BufferedByteReceiveStream, anyio.abc.SocketStream, Addr], Awaitable[None]]
 
 
 async def _read_body(reader: BufferedByteReceiveStream, header: bytes, max_bytes: int) -> bytes:
@@ -140,6 +152,22 @@ class Channel:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+async def next_batch(
+    rx: MemoryObjectReceiveStream[bytes], max_messages: int, max_bytes: int
+) -> list[bytes]:
+    """The next message, and those queued behind it, up to ``max_messages`` or (about)
+    ``max_bytes``: what a channel's writer sends with one :meth:`Channel.send_many`."""
+    batch = [await rx.receive()]
+    size = len(batch[0])
+    while len(batch) < max_messages and size < max_bytes:
+        try:
+            batch.append(rx.receive_nowait())
+        except anyio.WouldBlock:
+            break
+        size += len(batch[-1])
+    return batch
 
 
 def _peer(stream: anyio.abc.SocketStream) -> Addr:
@@ -221,9 +249,11 @@ class Transport:
         handler: StreamHandler,
         timeout_s: float,
         channel_handler: ChannelHandler | None = None,
+        mux_handler: MuxHandler | None = None,
     ) -> None:
         """Accept streams until closed; each gets ``timeout_s`` to send, be handled, and read.
-        Channels (see the module docstring) go to ``channel_handler``, if there is one."""
+        Channels and multiplexed connections (see the module docstring) go to
+        ``channel_handler`` and ``mux_handler``, if there are such."""
 
         async def serve_one(stream: anyio.abc.SocketStream) -> None:
             async with stream, self._inbound:
@@ -233,6 +263,9 @@ class Transport:
                         header = await reader.receive_exactly(STREAM_HEADER_BYTES)
                     if header == CHANNEL_MAGIC and channel_handler is not None:
                         await self._serve_channel(reader, channel_handler(_peer(stream)))
+                        return
+                    if header == MUX_MAGIC and mux_handler is not None:
+                        await mux_handler(reader, stream, _peer(stream))
                         return
                     with anyio.fail_after(timeout_s):
                         request = await _read_body(reader, header, self.max_frame_bytes)
@@ -300,25 +333,20 @@ class Transport:
                 pass
         return None
 
-    async def call(self, dst: Addr, payload: bytes, timeout_s: float) -> bytes | None:
-        """Like :meth:`request`, but tells "never sent" from "no answer": raises
-        :class:`NotSentError` when no connection could be made (the peer cannot have
-        acted on the request), returns ``None`` when it was sent and no reply came."""
+    async def connect_mux(self, dst: Addr, timeout_s: float) -> anyio.abc.SocketStream:
+        """A connection to ``dst`` announced as multiplexed; :class:`NotSentError` if none
+        could be made within ``timeout_s`` (at most ``CONNECT_TIMEOUT_S``)."""
         try:
             with anyio.fail_after(min(timeout_s, CONNECT_TIMEOUT_S)):
                 stream = await anyio.connect_tcp(dst[0], dst[1])
         except (OSError, TimeoutError) as exc:
             raise NotSentError(f"cannot connect to {dst[0]}:{dst[1]}: {exc}") from exc
-        async with stream:
-            with anyio.move_on_after(timeout_s):
-                try:
-                    await stream.send(encode_stream_frame(payload, self.max_frame_bytes))
-                    return await _read_frame(stream, self.max_frame_bytes)
-                except _STREAM_ERRORS as exc:
-                    log.debug("call to %s:%s failed: %s", dst[0], dst[1], exc)
-                except _GONE:
-                    pass
-        return None
+        try:
+            await stream.send(MUX_MAGIC)
+        except (OSError, *_GONE) as exc:
+            await stream.aclose()
+            raise NotSentError(f"cannot connect to {dst[0]}:{dst[1]}: {exc}") from exc
+        return stream
 
     async def aclose(self) -> None:
         await self._udp.aclose()

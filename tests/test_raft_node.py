@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 from meshes import eventually
 
 import meshlite
@@ -19,9 +20,9 @@ from meshlite._raft_node import (
     PEER_BATCH_BYTES,
     PEER_BATCH_MESSAGES,
     RaftNode,
-    _next_batch,
 )
 from meshlite._raft_storage import RaftStorage
+from meshlite._transport import next_batch
 from meshlite.errors import NotLeaderError
 
 pytestmark = pytest.mark.anyio
@@ -141,16 +142,20 @@ async def test_three_servers_elect_replicate_and_survive_the_leader(anyio_backen
         await eventually(lambda: all(s.applied[-1:] == [b"after"] for s in rest), 10)
 
 
+async def batch(rx: MemoryObjectReceiveStream[bytes]) -> list[bytes]:
+    return await next_batch(rx, PEER_BATCH_MESSAGES, PEER_BATCH_BYTES)
+
+
 async def test_queued_messages_go_out_in_bounded_batches(anyio_backend: str) -> None:
     tx, rx = anyio.create_memory_object_stream[bytes](1024)
     with tx, rx:
         for i in range(PEER_BATCH_MESSAGES + 10):
             tx.send_nowait(b"%d" % i)
-        first, second = await _next_batch(rx), await _next_batch(rx)
+        first, second = await batch(rx), await batch(rx)
         assert [len(first), len(second)] == [PEER_BATCH_MESSAGES, 10]
         assert first + second == [b"%d" % i for i in range(PEER_BATCH_MESSAGES + 10)]
         big = bytes(PEER_BATCH_BYTES // 2 + 1)
         for _ in range(3):
             tx.send_nowait(big)
-        assert len(await _next_batch(rx)) == 2  # the byte bound, then the rest
-        assert len(await _next_batch(rx)) == 1
+        assert len(await batch(rx)) == 2  # the byte bound, then the rest
+        assert len(await batch(rx)) == 1

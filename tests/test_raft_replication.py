@@ -171,6 +171,7 @@ def test_batching_bounds_entries_and_bytes_per_append() -> None:
     sizes = [len(m.entries) for m in appends]
     assert max(sizes) == 5
     assert sizes[-6:] == [5, 5, 5, 5, 2, 1]  # 20-22 are 400+ bytes: two fit in 1000
+    net.tick(n=1)  # the commit reaches followers with the next heartbeat
     assert net.normal_data("b") == net.normal_data("a")
 
 
@@ -226,3 +227,19 @@ def test_rejection_hints_skip_a_whole_term_per_round_trip() -> None:
     rejections = [m for m in net.sent if isinstance(m, AppendResp) and m.frm == "F" and m.reject]
     assert len(rejections) <= 3  # not one per conflicting entry (60)
     assert net.core("F").log.last_index == net.core("L").log.last_index
+
+
+def test_a_commit_alone_is_not_broadcast_but_rides_the_next_heartbeat() -> None:
+    # An empty Append per follower per commit would double a busy leader's messages.
+    net = RaftNet(["a", "b", "c"])
+    a = net.elect("a")
+    net.tick(n=1)
+    net.sent.clear()
+    index = net.propose("a", b"x")
+    net.deliver()
+    assert a.log.committed == index
+    appends = [m for m in net.sent if isinstance(m, Append)]
+    assert appends and all(m.entries for m in appends), "no empty Append for the commit"
+    assert net.normal_data("b") == net.normal_data("c") == []
+    net.tick(n=1)
+    assert net.normal_data("b") == net.normal_data("c") == [b"x"]

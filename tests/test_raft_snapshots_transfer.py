@@ -138,7 +138,7 @@ def test_a_transfer_to_a_dead_server_is_abandoned_after_an_election_timeout() ->
     net.tick(n=net.config.election_ticks)
     assert a.role is Role.LEADER and a.lead_transferee is None
     net.propose("a", b"x")
-    net.tick(n=1)
+    net.tick(n=2)  # the commit reaches followers with the next heartbeat
     assert net.normal_data("c") == [b"x"]
 
 

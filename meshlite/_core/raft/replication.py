@@ -21,6 +21,8 @@ rejects it with a hint.  A snapshot no newer than our commit index is ignored; o
 last entry we already have just advances the commit index; any other replaces the log
 (etcd-io/raft ``restore``).
 
+A new commit index is not broadcast on its own: followers learn it with the next Append
+or heartbeat (at most one tick later), which halves the messages of a busy leader.
 Heartbeats carry ``min(match, commit)`` — never more than the follower is known to have
 — and the latest ReadIndex sequence number; a quorum of heartbeat responses at or past
 a read's number confirms that we were still leader when the read arrived (thesis §6.4
@@ -78,13 +80,13 @@ class Replicator(RaftState):
         pr.become_snapshot(snap.index)
         return True
 
-    def bcast_append(self) -> None:
+    def bcast_append(self, *, send_if_empty: bool = True) -> None:
         """Send every follower what it lacks; a replicating one gets as many Appends as
-        its pipeline window allows (the first one goes even if empty: it carries the
-        commit index)."""
+        its pipeline window allows (with ``send_if_empty`` the first one goes even if
+        empty: it carries the commit index)."""
         self.bcast_pending = False
         for peer, pr in self.progress.items():
-            if peer != self.id and self.send_append(peer):
+            if peer != self.id and self.send_append(peer, send_if_empty):
                 while pr.state is ProgressState.REPLICATE and self.send_append(peer, False):
                     pass
 
@@ -146,7 +148,10 @@ class Replicator(RaftState):
             pr.inflights.free_le(msg.index)
         if self.maybe_commit():
             if self.role is Role.LEADER:
-                self.bcast_append()
+                # New entries go out at once; a commit index alone waits for the next
+                # Append or heartbeat (one tick), as hashicorp/raft's does: an empty
+                # Append per follower per commit would double the messages of a round.
+                self.bcast_append(send_if_empty=False)
         elif was_paused:
             self.send_append(msg.frm)
         if self.role is not Role.LEADER or msg.frm not in self.progress:
