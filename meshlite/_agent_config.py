@@ -130,6 +130,7 @@ class AgentConfig:
     http: str | None = None  # the HTTP API (meshlite._http); --dev: 127.0.0.1:8500
     http_token: str | None = None  # required for writes when set.  Never log it.
     http_token_reads: bool = False  # ... and for reads too
+    http_on_leader: bool = False  # servers: bind "http" only while leading
     # The DNS interface (meshlite._dns): off unless an address is given (--dev: :8600).
     dns: str | None = None
     dns_domain: str = "meshlite"
@@ -157,6 +158,7 @@ class AgentConfig:
             "http": self.http,
             "http_token": self.http_token,
             "http_token_reads": self.http_token_reads,
+            "http_on_leader": self.http_on_leader,
             "dns": self.dns,
             "dns_domain": self.dns_domain,
             "dns_ttl_s": self.dns_ttl_s,
@@ -350,7 +352,8 @@ def merge(layers: Sequence[Layer]) -> AgentConfig:
     check_unique_ids(f.get("services", ()))
     bind_port: int = f.get("bind_port", SERF_PORT)
     plain = ("name", "cluster", "server", "mdns", "mdns_publish", "profile", "log_level",
-             "log_json", "dns_domain", "dns_ttl_s", "http_token", "http_token_reads")  # fmt: skip
+             "log_json", "dns_domain", "dns_ttl_s", "http_token", "http_token_reads",
+             "http_on_leader")  # fmt: skip
     raft = ("data_dir", "bootstrap_expect")
     return AgentConfig(
         **{k: f[k] for k in (*plain, *raft) if k in f},

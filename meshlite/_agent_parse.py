@@ -250,6 +250,7 @@ SETTINGS: dict[str, Parser] = {
     "http": _address("http", zero_ok=True, must_be_ip=True),
     "http_token": _text("http_token", nonempty=True),
     "http_token_reads": _flag("http_token_reads"),
+    "http_on_leader": _flag("http_on_leader"),
     "dns": _address("dns", zero_ok=True, must_be_ip=True),
     "dns_domain": _text("dns_domain", nonempty=True),
     "domain": _text("dns_domain", nonempty=True),  # Consul's name for it

@@ -36,7 +36,12 @@ from meshlite._core.wire import MAX_META_BYTES, MAX_NAME_BYTES
 from meshlite._crypto import Keyring, Sealer, parse_key
 from meshlite._driver import WATCH_BUFFER, Driver, backoff_s
 from meshlite._keyring_ops import KeyringMethods, apply_request, no_keyring
-from meshlite._mesh_frontends import FrontendMethods, dns_config, http_bind
+from meshlite._mesh_frontends import (
+    FrontendMethods,
+    dns_config,
+    http_bind,
+    http_on_leader_setting,
+)
 from meshlite._mesh_raft import DEFAULT_DEAD_SERVER_S, RaftMethods, raft_settings
 from meshlite._mesh_services import ServiceMethods
 from meshlite._services import Services
@@ -114,6 +119,7 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods, RaftMethods):
         http: str | None = None,
         http_token: str | None = None,
         http_token_reads: bool = False,
+        http_on_leader: bool = False,
         profile: str = "lan",
         config: SwimConfig | None = None,
         seed: int | None = None,
@@ -154,6 +160,7 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods, RaftMethods):
         self._http_bind = http_bind(http, http_token)
         self._http_token = http_token
         self._http_token_reads = bool(http_token_reads)
+        self._http_on_leader = http_on_leader_setting(http_on_leader, self._http_bind, self.server)
         self._http: HttpServer | None = None
         self._left_event: anyio.Event | None = None  # wait_left's, created on first use
         self._services: Services | None = None
@@ -239,8 +246,10 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods, RaftMethods):
             await self._start_raft(self._driver)
         if self._dns_config is not None:
             await self._start_dns(self._dns_config)
-        if self._http_bind is not None:
-            await self._start_http(self._http_bind)
+        if (http := self._http_bind) is not None and self._http_on_leader:
+            self._driver.spawn(lambda: self._http_follow_leader(http))
+        elif http is not None:
+            await self._start_http(http)
         if self._seeds:
             self._driver.spawn(self._join_loop)
         if self._mdns_enabled:

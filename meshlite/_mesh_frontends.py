@@ -32,9 +32,14 @@ if TYPE_CHECKING:
     from meshlite._mesh import Mesh
     from meshlite._services import Services
 
-__all__ = ["FrontendMethods", "dns_config", "http_bind"]
+__all__ = ["HTTP_LEADER_POLL_S", "FrontendMethods", "dns_config", "http_bind"]
 
 log = logging.getLogger("meshlite")
+
+# With ``http_on_leader``, how often a server compares "do I lead?" with "do I serve?".
+# Leadership changes take an election timeout (0.5-1 s); a tenth of a second more to move
+# the API is small, and a comparison costs nothing.
+HTTP_LEADER_POLL_S = 0.1
 
 
 class FrontendMethods:
@@ -52,12 +57,17 @@ class FrontendMethods:
     _http: HttpServer | None
     _http_token: str | None
     _http_token_reads: bool
+    _http_on_leader: bool
     _mdns: Any
     _mdns_publish: bool
     _publisher: Any
 
     def _running(self) -> Driver:
         raise NotImplementedError  # Mesh's
+
+    if TYPE_CHECKING:  # RaftMethods' (after this mixin in Mesh's bases)
+
+        def _leads(self) -> bool: ...
 
     @property
     def dns_address(self) -> str | None:
@@ -67,7 +77,7 @@ class FrontendMethods:
     @property
     def http_address(self) -> str | None:
         """The ``host:port`` the HTTP API is served on (the real port when bound to 0),
-        or ``None`` without ``http=``."""
+        or ``None`` without ``http=`` (and, with ``http_on_leader``, while not leading)."""
         return None if self._http is None else format_hostport(*self._http.address)
 
     async def _start_dns(self, config: DnsConfig) -> None:
@@ -84,6 +94,34 @@ class FrontendMethods:
         await driver.start(self._dns.serve)
 
     async def _start_http(self, bind: ev.Addr) -> None:
+        self._http = self._make_http(bind)  # OSError: the port is taken
+        await self._running().start(self._http.run)
+
+    async def _http_follow_leader(self, bind: ev.Addr) -> None:
+        """``http_on_leader``: serve on ``bind`` exactly while this server leads.
+
+        Several servers may be given one address (on one host, or a floating address):
+        whoever leads binds it, and gives it up on losing leadership.  A new leader
+        whose predecessor has not let go yet (it steps down within an election timeout
+        of losing its quorum; a killed one lets go at once) retries until it can bind."""
+        waiting_logged = False
+        while not self._closed:
+            leads = self._leads()
+            if leads and self._http is None:
+                try:
+                    await self._start_http(bind)
+                    waiting_logged = False
+                except OSError as exc:
+                    if not waiting_logged:
+                        log.info("this server leads; waiting to bind the HTTP API: %s", exc)
+                        waiting_logged = True
+            elif not leads and self._http is not None:
+                server, self._http = self._http, None
+                log.info("HTTP API on %s closed: this server no longer leads", server.url)
+                await server.aclose()
+            await anyio.sleep(HTTP_LEADER_POLL_S)
+
+    def _make_http(self, bind: ev.Addr) -> HttpServer:
         from meshlite._http import HttpServer  # Starlette, Hypercorn only if asked
         from meshlite._http.kv import store_routes
         from meshlite._http.kv_openapi import PATHS as STORE_PATHS
@@ -91,7 +129,7 @@ class FrontendMethods:
 
         assert self._services is not None
         mesh = cast("Mesh", self)
-        self._http = HttpServer(
+        return HttpServer(
             mesh,
             self._services,
             bind,
@@ -104,7 +142,6 @@ class FrontendMethods:
             extra_routes=store_routes(),
             extra_openapi=STORE_PATHS,
         )
-        await self._running().start(self._http.run)
 
     def _make_publisher(self) -> Any:
         if not self._mdns_publish:
@@ -145,6 +182,16 @@ def dns_config(bind: str | None, domain: str, ttl_s: int) -> DnsConfig | None:
     from meshlite._dns import DnsConfig  # dnspython only when asked for
 
     return DnsConfig.create(bind, domain, ttl_s)
+
+
+def http_on_leader_setting(on_leader: bool, bind: ev.Addr | None, server: bool) -> bool:
+    if not on_leader:
+        return False
+    if not server:
+        raise ConfigError("http_on_leader is for servers: give server=True too")
+    if bind is None:
+        raise ConfigError("http_on_leader is set but http is not: give http='host:port' too")
+    return True
 
 
 def http_bind(bind: str | None, token: str | None) -> ev.Addr | None:

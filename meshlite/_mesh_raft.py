@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 A peer started with ``server=True`` runs a :class:`RaftServer` on the mesh's loop:
 Raft messages ride mesh *channels* (frames prefixed ``CHANNEL_RAFT``), forwarded KV
-calls arrive as ``Kind.RPC`` streams (``_kv_serve``), and the server's name in Raft is
+calls arrive as ``Kind.RPC`` calls on multiplexed connections (``_rpc_mux``,
+``_kv_serve``), and the server's name in Raft is
 its member name.  Servers find each other through gossip: a server's meta carries
 ``role=server`` (Consul's ``role=consul`` serf tag) and its Raft standing
 (``raft=leader|voter|none``, and ``raft_term`` on the leader), which is how peers that
@@ -162,6 +163,10 @@ class RaftMethods:
 
     def _raft_local(self) -> RaftServer | None:
         return self._raft
+
+    def _leads(self) -> bool:
+        """This peer is a server and its Raft core is the leader now."""
+        return self._raft is not None and self._raft.core.role is Role.LEADER
 
     def _raft_leader_name(self) -> str | None:
         if self._raft is not None:

@@ -98,6 +98,8 @@ _AGENT_FLAGS: tuple[tuple[tuple[str, ...], str | None, str, dict[str, Any]], ...
     (("--http-token",), "TOKEN", "require this token (X-Consul-Token or Authorization: "
      "Bearer) for HTTP API writes", {}),
     (("--http-token-reads",), None, "require the token for HTTP API reads too", _ON_OFF),
+    (("--http-on-leader",), None, "servers: bind --http only while this server leads, so "
+     "the address moves with leadership", _ON_OFF),
     (("--dns",), "H:P", "serve DNS (Consul's names: NAME.service.meshlite, ...) on this "
      "address, UDP and TCP (--dev: 127.0.0.1:8600; port 0 picks one)", {}),
     (("--dns-domain", "--domain"), "DOMAIN", "the DNS domain (default: meshlite)", {}),
@@ -140,7 +142,7 @@ def _run_keygen(_args: argparse.Namespace) -> int:
 _FLAG_SETTINGS = (
     "name", "bind", "advertise", "join", "key", "cluster", "server", "mdns", "mdns_publish",
     "profile", "meta", "log_level", "log_json", "data_dir", "bootstrap_expect", "http", "dns",
-    "dns_domain", "http_token", "http_token_reads",
+    "dns_domain", "http_token", "http_token_reads", "http_on_leader",
 )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import base64
 import json
 from typing import Any
 
+import anyio
 import pytest
 from http_served import client, py_consul, served
 
@@ -375,7 +376,9 @@ async def test_agent_health_answers_in_the_status_code(anyio_backend: str) -> No
 
 async def test_constructor_and_bind_errors(anyio_backend: str) -> None:
     for kwargs in ({"http": "nonsense:port"}, {"http": "example.com:8500"},
-                   {"http_token": "t"}, {"http": "127.0.0.1:0", "http_token": ""}):  # fmt: skip
+                   {"http_token": "t"}, {"http": "127.0.0.1:0", "http_token": ""},
+                   {"http": "127.0.0.1:0", "http_on_leader": True},  # not a server
+                   {"server": True, "bootstrap_expect": 1, "http_on_leader": True}):  # fmt: skip
         with pytest.raises(ConfigError):
             Mesh("x", "127.0.0.1:0", **kwargs)  # type: ignore[arg-type]
     async with served() as (first, _url):
@@ -392,3 +395,18 @@ async def test_pretty_json_and_content_types(anyio_backend: str) -> None:
         assert plain.headers["content-type"] == "application/json"
         assert plain.json() == pretty.json() and "\n    " in pretty.text
         assert int(plain.headers["x-consul-index"]) >= 1
+
+
+async def test_a_leader_bound_api_is_served_once_the_server_leads(anyio_backend: str) -> None:
+    async with Mesh(
+        "solo", "127.0.0.1:0", server=True, bootstrap_expect=1, profile="local",
+        http="127.0.0.1:0", http_on_leader=True,
+    ) as mesh:  # fmt: skip
+        with anyio.fail_after(20):
+            while mesh.http_address is None:
+                await anyio.sleep(0.05)
+        leader = mesh.leader()
+        assert leader is not None and leader.name == "solo"
+        async with client(f"http://{mesh.http_address}") as http:
+            r = await http.get("/v1/agent/self")
+            assert r.json()["Config"]["NodeName"] == "solo"

@@ -18,9 +18,10 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 from netns import LineProcess
 from test_services_processes import spawn
@@ -36,8 +37,8 @@ DEADLINE_S = 30.0
 NAMES = ["s0", "s1", "s2"]
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+def free_ports(n: int, kind: socket.SocketKind = socket.SOCK_DGRAM) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, kind) for _ in range(n)]
     try:
         for s in socks:
             s.bind(("127.0.0.1", 0))
@@ -54,8 +55,8 @@ class Cluster:
         self.dirs = {n: tmp / n for n in NAMES}
         self.procs: dict[str, LineProcess] = {}
 
-    def start(self, name: str) -> None:
-        args = [sys.executable, "-m", "meshlite.cli", "agent", "--name", name]
+    def start(self, name: str, extra: Sequence[str] = ()) -> None:
+        args = [sys.executable, "-m", "meshlite.cli", "agent", "--name", name, *extra]
         args += ["--bind", f"127.0.0.1:{self.ports[name]}", "--profile", "local"]
         args += ["--key", self.key, "--server", "--bootstrap-expect", "3"]
         args += ["--data-dir", str(self.dirs[name])]
@@ -218,3 +219,46 @@ def test_two_processes_racing_for_a_lock_never_hold_it_together(cluster: Cluster
     for (s1, e1), (s2, _e2) in itertools.pairwise(holds):
         assert e1 <= s2, f"two holders at once: {s1}-{e1} and {s2}"
     assert len(holds) >= 7
+
+
+def served_by(url: str, not_by: str | None = None) -> str:
+    """The node answering ``url`` (``/v1/agent/self``), once one other than ``not_by`` does."""
+    deadline = time.monotonic() + DEADLINE_S
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/v1/agent/self", timeout=2.0)
+            name = str(r.json()["Config"]["NodeName"])
+            if name != not_by:
+                return name
+            last = name
+        except (httpx.HTTPError, ValueError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise AssertionError(f"no answer from another server at {url}: {last!r}")
+
+
+def test_the_http_api_bound_by_the_leader_moves_with_leadership(cluster: Cluster) -> None:
+    """Three servers share one --http address with --http-on-leader: the leader serves it;
+    SIGKILL the leader and the address answers again, from the new leader."""
+    (port,) = free_ports(1, socket.SOCK_STREAM)
+    url = f"http://127.0.0.1:{port}"
+    for name in NAMES:
+        cluster.start(name, ["--http", f"127.0.0.1:{port}", "--http-on-leader"])
+    first = served_by(url)
+    # Whoever serves is the leader, by its own account and the others'.
+    assert httpx.get(f"{url}/v1/status/leader").json() == f"127.0.0.1:{cluster.ports[first]}"
+    r = httpx.put(f"{url}/v1/kv/moved", content=b"with the leader")
+    assert r.status_code == 200 and r.json() is True, r.text
+    cluster.kill(first)
+    killed_at = time.monotonic()
+    second = served_by(url, not_by=first)
+    moved_s = time.monotonic() - killed_at
+    assert second in NAMES and second != first
+    leader = httpx.get(f"{url}/v1/status/leader").json()
+    assert leader == f"127.0.0.1:{cluster.ports[second]}"
+    assert httpx.get(f"{url}/v1/kv/moved?raw").content == b"with the leader"
+    assert moved_s < DEADLINE_S
+    # The follower that is left never bound the address: it logged no HTTP listener.
+    (third,) = set(NAMES) - {first, second}
+    assert "HTTP API listening" not in cluster.procs[third].output()
