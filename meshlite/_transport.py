@@ -36,7 +36,6 @@ import errno
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Literal
 
 import anyio
 import anyio.abc
@@ -180,28 +179,48 @@ async def bind_udp_tcp(
 ) -> tuple[anyio.abc.UDPSocket, anyio.abc.Listener[anyio.abc.SocketStream]]:
     """A UDP socket and a TCP listener on the same ``host:port`` (the mesh port, DNS).
 
-    With ``port == 0`` UDP picks the number first and TCP asks for the same one, which
-    another process may hold: retried up to ``BIND_ATTEMPTS`` times."""
-    family: Literal[socket.AddressFamily.AF_INET, socket.AddressFamily.AF_INET6] = (
-        socket.AF_INET6 if ":" in host else socket.AF_INET
-    )
+    ``host`` is an IP address, bound as is: no name lookup, so binding works where
+    ``getaddrinfo``'s ``AI_ADDRCONFIG`` would refuse (a container or network namespace
+    with only a loopback interface).  With ``port == 0`` UDP picks the number first and
+    TCP asks for the same one, which another process may hold: retried up to
+    ``BIND_ATTEMPTS`` times."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     last: OSError | None = None
     for _ in range(BIND_ATTEMPTS if port == 0 else 1):
-        udp = await anyio.create_udp_socket(family=family, local_host=host, local_port=port)
-        real_port = int(udp.extra(anyio.abc.SocketAttribute.local_port))
+        udp_sock = _bound(family, socket.SOCK_DGRAM, host, port)
+        real_port = int(udp_sock.getsockname()[1])
         try:
-            tcp = await anyio.create_tcp_listener(
-                local_host=host, local_port=real_port, family=family
-            )
+            tcp_sock = _bound(family, socket.SOCK_STREAM, host, real_port)
         except OSError as exc:
-            await udp.aclose()
+            udp_sock.close()
             last = exc
             if exc.errno != errno.EADDRINUSE:
                 raise
             continue
-        return udp, tcp
+        udp = await anyio.abc.UDPSocket.from_socket(udp_sock)
+        return udp, await anyio.abc.SocketListener.from_socket(tcp_sock)
     assert last is not None
     raise last
+
+
+def _bound(
+    family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int
+) -> socket.socket:
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            # As anyio's listeners: rebinding a port with connections in TIME_WAIT works.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Transport:

@@ -36,7 +36,14 @@ from typing import Any
 import attrs
 import pytest
 
-__all__ = ["Host", "LineProcess", "NetnsUnavailableError", "lan", "require_lan"]
+__all__ = [
+    "Host",
+    "LineProcess",
+    "NetnsUnavailableError",
+    "lan",
+    "require_isolated",
+    "require_lan",
+]
 
 SUBNET = "10.200.0"  # RFC 1918 space, only ever configured inside our namespaces
 PREFIX_LEN = 24
@@ -236,3 +243,25 @@ def require_lan(count: int) -> Iterator[list[Host]]:
     with contextlib.ExitStack() as stack:
         stack.push(manager)
         yield hosts
+
+
+@contextlib.contextmanager
+def require_isolated() -> Iterator[Host]:
+    """One namespace with nothing but ``lo`` (address 127.0.0.1): whatever runs inside can
+    reach no other host at all, so it may be fed arbitrary input (a fuzzer registering HTTP
+    checks against random addresses).  Skips the calling test when namespaces are
+    unavailable; cleaned up like :func:`lan`'s."""
+    try:
+        _check_available()
+        _remove_stale()
+        host = Host(f"ml{os.getpid()}n{next(_runs)}iso", "127.0.0.1")
+        _ip_check(["ip", "netns", "add", host.name])
+    except (NetnsUnavailableError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot create a network namespace: {exc}")
+    try:
+        _ip_check(["ip", "-n", host.name, "link", "set", "lo", "up"])
+        _ip_check(host.command(["true"]))
+        yield host
+    finally:
+        with contextlib.suppress(Exception):
+            _delete(host.name)

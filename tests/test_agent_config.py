@@ -89,6 +89,7 @@ def test_good_json_with_our_names(tmp_path: Path) -> None:
         "http": None,
         "http_token": None,
         "http_token_reads": False,
+        "http_on_leader": False,
     }
     assert (cfg.log_level, cfg.log_json) == ("debug", True)
     assert cfg.sources == (str(tmp_path / "config.json"),)
@@ -166,6 +167,7 @@ dns = "127.0.0.9"
         ("data_dir", "/d", "data_dir", "/d"),
         ("bootstrap_expect", 1, "bootstrap_expect", 1),
         ("http", "127.0.0.1:8500", "http", "127.0.0.1:8500"),
+        ("http_on_leader", True, "http_on_leader", True),
         ("dns", "127.0.0.1:53", "dns", "127.0.0.1:53"),
         ("ports", {"serf_lan": 0}, "bind", "127.0.0.1:0"),
         ("ports", {"dns": 8601}, "dns", "127.0.0.1:8601"),
