@@ -122,7 +122,10 @@ class FrontendMethods:
             await anyio.sleep(HTTP_LEADER_POLL_S)
 
     def _make_http(self, bind: ev.Addr) -> HttpServer:
-        from meshlite._http import HttpServer  # Starlette, Hypercorn only if asked
+        from meshlite._http import (
+            HttpServer,  # Starlette, Hypercorn only if asked
+            metrics,
+        )
         from meshlite._http.kv import store_routes
         from meshlite._http.kv_openapi import PATHS as STORE_PATHS
         from meshlite._http.kv_query import raft_status
@@ -139,8 +142,8 @@ class FrontendMethods:
             # the replicated store's routes (/v1/kv, /v1/txn, /v1/session) on mesh.kv,
             # served by every peer (a peer that is not a server forwards to the leader).
             raft_status=raft_status(mesh),
-            extra_routes=store_routes(),
-            extra_openapi=STORE_PATHS,
+            extra_routes=[*store_routes(), *metrics.routes()],
+            extra_openapi={**STORE_PATHS, **metrics.PATHS},
         )
 
     def _make_publisher(self) -> Any:

@@ -164,6 +164,10 @@ class RaftMethods:
     def _raft_local(self) -> RaftServer | None:
         return self._raft
 
+    def _kv_sizes(self) -> tuple[int, int] | None:
+        """``(keys, sessions)`` of this server's replica; None on a peer that is not one."""
+        return None if self._raft is None else self._raft.kv.sizes()
+
     def _leads(self) -> bool:
         """This peer is a server and its Raft core is the leader now."""
         return self._raft is not None and self._raft.core.role is Role.LEADER

@@ -203,6 +203,11 @@ READS: dict[str, list[str]] = {
     "/v1/agent/services": ["/v1/agent/services"],
     "/v1/agent/service/{service_id}": ["/v1/agent/service/web-1", "/v1/agent/service/nope"],
     "/v1/agent/checks": ["/v1/agent/checks"],
+    "/v1/agent/metrics": [
+        "/v1/agent/metrics",
+        "/v1/agent/metrics?format=prometheus",
+        "/v1/agent/metrics?format=xml",
+    ],
     "/v1/agent/health/service/name/{name}": [
         "/v1/agent/health/service/name/web",
         "/v1/agent/health/service/name/web?format=text",

@@ -270,6 +270,10 @@ class KVStore:
 
     # ------------------------------------------------------------------ sessions
 
+    def sizes(self) -> tuple[int, int]:
+        """``(keys, sessions)`` held now (for metrics)."""
+        return len(self._st.entries), len(self._st.sessions)
+
     @property
     def sessions_index(self) -> int:
         """``X-Consul-Index`` of session listings: last create or invalidation."""
