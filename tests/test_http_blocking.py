@@ -68,6 +68,10 @@ def test_the_index_moves_on_every_visible_change_and_only_then() -> None:
 async def test_a_change_on_another_peer_wakes_a_blocked_health_query(anyio_backend: str) -> None:
     async with served("a") as (a, url), client(url) as http:
         async with Mesh("b", "127.0.0.1:0", join=[a.address], profile="local") as b:
+            # Let b's join settle first: its member event moves a's index too.
+            with anyio.fail_after(DEADLINE_S):
+                while not all(len(m.members()) == 2 for m in (a, b)):
+                    await anyio.sleep(0.02)
             first = await http.get("/v1/health/service/db")
             index = first.headers["x-consul-index"]
             answer: dict[str, object] = {}
