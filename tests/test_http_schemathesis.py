@@ -29,7 +29,7 @@ BUDGET_S = 600 if os.environ.get("MESHLITE_LONG") else 45
 PORT = 8500
 
 
-def test_no_generated_request_gets_a_server_error() -> None:
+def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
     st = Path(sys.executable).parent / "st"
     assert st.exists(), f"schemathesis's CLI is missing at {st}: install '.[test]'"
     with require_isolated() as host:
@@ -45,8 +45,12 @@ def test_no_generated_request_gets_a_server_error() -> None:
                     "--checks", "not_a_server_error", "--exclude-path", "/v1/agent/leave",
                     "--phases", "examples,fuzzing,stateful", "--workers", "2",
                     "--max-time", str(BUDGET_S)]  # fmt: skip
-            run = subprocess.run(
-                host.command(args), capture_output=True, text=True, timeout=BUDGET_S + 180
+            run = subprocess.run(  # in tmp_path: schemathesis keeps a crash cache in its cwd
+                host.command(args),
+                capture_output=True,
+                text=True,
+                timeout=BUDGET_S + 180,
+                cwd=tmp_path,
             )
             report = run.stdout + run.stderr
             assert run.returncode == 0, report[-8000:]
