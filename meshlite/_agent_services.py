@@ -20,10 +20,15 @@ service ids across all files (:func:`check_unique_ids`) and anything registratio
 itself would refuse (:func:`preflight`: name, meta and record sizes) are errors too, so
 the agent either starts with every definition or not at all.
 
+A check registered by itself (Consul's ``CheckDefinition``: ``PUT
+/v1/agent/check/register``, ``mesh.register_check``) is read by
+:func:`parse_check_definition`: the same check parser, plus the registration's own keys
+(``id``, ``service_id``), into a :class:`CheckDefinition`.
+
 Keys are matched as Consul's decoder matches them: case-insensitively, with the HTTP
-API's CamelCase (``DeregisterCriticalServiceAfter``) and Consul's old aliases
-(``script_args``) accepted for the snake_case names.  Durations use Go's
-``time.ParseDuration`` syntax (``"10s"``, ``"1m30s"``, ``"500ms"``; see
+API's CamelCase (``DeregisterCriticalServiceAfter``, ``TLSSkipVerify``) and Consul's old
+aliases (``script_args``, py-consul's ``serviceid``) accepted for the snake_case names.
+Durations use Go's ``time.ParseDuration`` syntax (``"10s"``, ``"1m30s"``, ``"500ms"``; see
 ``meshlite._duration``), which Consul uses for ``interval``, ``timeout``, ``ttl`` and
 ``deregister_critical_service_after``.
 """
@@ -41,11 +46,20 @@ from meshlite._addr import is_ip, parse_hostport
 from meshlite._agent_parse import BadValueError, show
 from meshlite._core.wire_checks import MAX_META_BYTES, MAX_NAME_BYTES
 from meshlite._duration import parse_duration
-from meshlite._health import CheckSpec, HTTPCheck, ScriptCheck, Status, TCPCheck, TTLCheck
+from meshlite._health import (
+    CheckSpec,
+    HTTPCheck,
+    ScriptCheck,
+    Status,
+    TCPCheck,
+    TTLCheck,
+    check_id_problem,
+)
 from meshlite.errors import ConfigError
 
-__all__ = ["SERVICE_SETTINGS", "ServiceDefinition", "check_unique_ids", "load_service_dir",
-           "parse_services", "preflight"]  # fmt: skip
+__all__ = ["SERVICE_SETTINGS", "CheckDefinition", "ServiceDefinition", "check_unique_ids",
+           "load_service_dir", "parse_check_definition", "parse_services",
+           "preflight"]  # fmt: skip
 
 SERVICE_SETTINGS = ("service", "services")
 
@@ -80,6 +94,20 @@ class ServiceDefinition:
         }
 
 
+@attrs.frozen
+class CheckDefinition:
+    """A check registered by itself (Consul's ``CheckDefinition``): one more check of the
+    local service ``service_id``, or a check of the node when that is None."""
+
+    id: str  # the check's name unless given, as in Consul
+    check: CheckSpec
+    service_id: str | None = None
+
+    def register_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``await mesh.register_check(d.check, **d.register_kwargs())``."""
+        return {"id": self.id, "service_id": self.service_id}
+
+
 # ------------------------------------------------------------------------------ tables
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -90,6 +118,10 @@ _ALIASES = {
     "deregistercriticalserviceafter": "deregister_critical_service_after",
     "successbeforepassing": "success_before_passing",
     "failuresbeforecritical": "failures_before_critical",
+    "tlsskip_verify": "tls_skip_verify",  # "TLSSkipVerify": no case boundary inside "TLS"
+    "tlsskipverify": "tls_skip_verify",
+    "serviceid": "service_id",  # py-consul's agent.check.register sends "serviceid"
+    "checkid": "check_id",
 }
 
 
@@ -155,14 +187,17 @@ _KINDS = ("http", "tcp", "args", "ttl")
 _COMMON = ("name", "status", "success_before_passing", "failures_before_critical",
            "deregister_critical_service_after")  # fmt: skip
 _TIMING = ("interval", "timeout")
-_KIND_OPTIONS = {"http": (*_TIMING, "method", "header"), "tcp": _TIMING, "args": _TIMING, "ttl": ()}
-_CHECK_KEYS = (*_KINDS, *_TIMING, "method", "header", *_COMMON)
+_HTTP_OPTIONS = ("method", "header", "body", "tls_skip_verify")
+_KIND_OPTIONS = {"http": (*_TIMING, *_HTTP_OPTIONS), "tcp": _TIMING, "args": _TIMING, "ttl": ()}
+_CHECK_KEYS = (*_KINDS, *_TIMING, *_HTTP_OPTIONS, *_COMMON)
 # Consul check kinds meshlite does not run (yet): named, so the error can say so.
 _OTHER_KINDS = ("grpc", "h2ping", "udp", "docker_container_id", "os_service", "alias_service",
                 "alias_node", "script", "shell")  # fmt: skip
 _CHECK_HINTS = {
     "id": 'check ids are Consul\'s defaults, "service:<service id>" (and '
-    '"service:<service id>:<n>" for the n-th of several checks)',
+    '"service:<service id>:<n>" for the n-th of several checks); a check registered by '
+    "itself (/v1/agent/check/register) may choose its id",
+    "check_id": "see id",
     "service_id": "a check inside a service definition belongs to that service",
     "failures_before_warning": "use failures_before_critical",
 }
@@ -275,6 +310,16 @@ def _http(f: dict[str, tuple[str, Any]], url: Any, options: dict[str, Any]) -> H
         options["method"] = _string(f["method"][1], f["method"][0]).upper()
     if "header" in f:
         options["headers"] = _headers(f["header"][1], f["header"][0])
+    if "body" in f:
+        path, body = f["body"]
+        if not isinstance(body, str):
+            raise BadValueError(f"must be a string (the request body), got {show(body)}", path)
+        options["body"] = body
+    if "tls_skip_verify" in f:
+        path, skip = f["tls_skip_verify"]
+        if not isinstance(skip, bool):
+            raise BadValueError(f"must be true or false, got {show(skip)}", path)
+        options["tls_skip_verify"] = skip
     return HTTPCheck(url, **options)
 
 
@@ -287,6 +332,62 @@ def _tcp_address(value: Any, path: str) -> str:
     if port == 0:
         raise BadValueError(f'must be "host:port" with a port, got {show(text)}', path)
     return text
+
+
+# ------------------------------------------------------------------------------ check definitions
+
+# The keys a check registered by itself has besides the check's (normal names).
+_DEFINITION_KEYS = ("id", "service_id")
+
+
+def _optional_id(entry: tuple[str, Any] | None, *, limit: int | None = None) -> str | None:
+    """An id field; absent or "" means "the default" (Consul's zero value)."""
+    if entry is None or entry[1] == "":
+        return None
+    return _string(entry[1], entry[0], limit=limit)
+
+
+def _check_id(entry: tuple[str, Any] | None, name: tuple[str, str]) -> str:
+    """The check's id: ``id`` if given, else its name (Consul's default).  ``name`` is
+    ``(path, value)`` of the check's name."""
+    given = _optional_id(entry)
+    problem = check_id_problem(name[1] if given is None else given)
+    if problem is None:
+        return name[1] if given is None else given
+    problem = problem.removeprefix("a check id ")
+    if entry is None or given is None:
+        raise BadValueError(f"{problem} (it is the check's id when no id is given)", name[0])
+    raise BadValueError(problem, entry[0])
+
+
+def parse_check_definition(value: Any, path: str) -> CheckDefinition:
+    """Consul's check definition: the check (read by the same parser as a service's
+    checks), its ``name`` (required), ``id`` (alias ``check_id``; default: the name) and
+    ``service_id`` (absent or "": a node check).
+
+    Raises :class:`BadValueError` whose ``setting`` is the path of the bad value.
+    """
+    if not isinstance(value, dict):
+        raise BadValueError(f"must be a table (a check), got {show(value)}", path)
+    own: dict[str, tuple[str, Any]] = {}
+    rest: dict[Any, Any] = {}
+    for key, v in value.items():
+        name = _normal(str(key))
+        name = "id" if name == "check_id" else name
+        if name not in _DEFINITION_KEYS:
+            rest[key] = v
+        elif name in own:
+            raise BadValueError(f'says the same thing as "{own[name][0]}"; keep one',
+                                f"{path}.{key}")  # fmt: skip
+        else:
+            own[name] = (f"{path}.{key}", v)
+    check = _check(rest, path)
+    if not check.name:
+        raise BadValueError('needs "name" (the check\'s name)', path)
+    name_key = next(k for k in rest if _normal(str(k)) == "name")
+    check_id = _check_id(own.get("id"), (f"{path}.{name_key}", check.name))
+    service_id = _optional_id(own.get("service_id"), limit=MAX_NAME_BYTES)
+    return CheckDefinition(check_id, check, service_id)
 
 
 # ------------------------------------------------------------------------------ services

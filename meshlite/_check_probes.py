@@ -245,8 +245,9 @@ class HTTPProbe:
         headers.update(self._spec.headers)
         body = bytearray()
         spec = self._spec
+        content = spec.body.encode() if spec.body else None
         async with client.stream(
-            spec.method, spec.url, headers=headers, timeout=spec.timeout_s
+            spec.method, spec.url, headers=headers, content=content, timeout=spec.timeout_s
         ) as response:
             async for chunk in response.aiter_bytes():
                 body += chunk
@@ -263,16 +264,18 @@ class HTTPProbe:
         return status, cap_output(f"{self._prefix}: {code} {response.reason_phrase} Output: {text}")
 
 
-def make_http_client() -> httpx.AsyncClient:
+def make_http_client(verify: bool = True) -> httpx.AsyncClient:
     """The runner's client: no keep-alive (Consul's choice: each run opens a connection,
     and an idle pooled one cannot fail a check), redirects followed like Go's client, and
-    no proxy from the environment (a check probes the service, not a proxy's view)."""
+    no proxy from the environment (a check probes the service, not a proxy's view).
+    ``verify=False`` is for checks with ``tls_skip_verify`` (Consul's ``TLSSkipVerify``)."""
     import httpx
 
     return httpx.AsyncClient(
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
         follow_redirects=True,
         trust_env=False,
+        verify=verify,
     )
 
 

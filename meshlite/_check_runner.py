@@ -31,6 +31,7 @@ the check.  Callbacks may call ``remove``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -113,7 +114,7 @@ class CheckRunner:
         self._entries: dict[str, _Entry] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._caller = SyncCaller()
-        self._http: httpx.AsyncClient | None = None
+        self._http: dict[bool, httpx.AsyncClient] = {}  # by "verify certificates"
         self._http_lock: anyio.Lock | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -141,9 +142,9 @@ class CheckRunner:
         try:
             return await tg.__aexit__(exc_type, exc, tb)
         finally:
-            http, self._http = self._http, None
-            if http is not None:
-                with anyio.CancelScope(shield=True):
+            clients, self._http = list(self._http.values()), {}
+            with anyio.CancelScope(shield=True):
+                for http in clients:  # at most two: verifying and not
                     await http.aclose()
 
     # ------------------------------------------------------------------ API
@@ -195,6 +196,10 @@ class CheckRunner:
         """The ids of the checks added and not removed."""
         return list(self._entries)
 
+    def has(self, check_id: str) -> bool:
+        """Whether ``check_id`` was added and not removed."""
+        return check_id in self._entries
+
     # ------------------------------------------------------------------ internals
 
     def _entry(self, check_id: str) -> _Entry:
@@ -207,7 +212,7 @@ class CheckRunner:
         if isinstance(spec, CallableCheck):
             return CallableProbe(spec, self._caller)
         if isinstance(spec, HTTPCheck):
-            return HTTPProbe(spec, self._http_client)
+            return HTTPProbe(spec, functools.partial(self._http_client, not spec.tls_skip_verify))
         if isinstance(spec, TCPCheck):
             return TCPProbe(spec)
         if isinstance(spec, ScriptCheck):
@@ -216,13 +221,15 @@ class CheckRunner:
             return None
         raise ConfigError(f"not a check spec: {spec!r} (use HTTPCheck, TCPCheck, ...)")
 
-    async def _http_client(self) -> httpx.AsyncClient:
+    async def _http_client(self, verify: bool) -> httpx.AsyncClient:
         assert self._http_lock is not None
         async with self._http_lock:
-            if self._http is None:
+            client = self._http.get(verify)
+            if client is None:
                 # Building the client loads the CA bundle (tens of ms): off the loop.
-                self._http = await anyio.to_thread.run_sync(make_http_client)
-            return self._http
+                client = await anyio.to_thread.run_sync(make_http_client, verify)
+                self._http[verify] = client
+            return client
 
     async def _drive(self, entry: _Entry, next_run: float | None) -> None:
         with entry.scope:

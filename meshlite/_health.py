@@ -27,6 +27,7 @@ from meshlite._addr import parse_hostport
 from meshlite.errors import ConfigError
 
 __all__ = [
+    "MAX_CHECK_ID_BYTES",
     "CallableCheck",
     "CheckSpec",
     "HTTPCheck",
@@ -35,8 +36,15 @@ __all__ = [
     "Status",
     "TCPCheck",
     "TTLCheck",
+    "check_id_problem",
     "worst",
 ]
+
+# A check id given by its registrant (``mesh.register_check``, ``/v1/agent/check/register``)
+# is at most this long: the default ids, "service:<id>:<n>" with a service id of at most
+# 128 bytes, fit with room to spare, and an id stays one short line in logs and the API.
+# Check ids are never gossiped, so the datagram budget does not constrain them.
+MAX_CHECK_ID_BYTES = 256
 
 
 class Status(enum.StrEnum):
@@ -114,18 +122,29 @@ class _CheckOptions:
 
 @attrs.frozen
 class HTTPCheck(_CheckOptions):
-    """2xx passing, 429 warning, anything else (or no answer in ``timeout_s``) critical."""
+    """2xx passing, 429 warning, anything else (or no answer in ``timeout_s``) critical.
+
+    ``body`` is sent with the request (Consul's ``Body``); ``tls_skip_verify`` accepts any
+    certificate from an ``https://`` URL (Consul's ``TLSSkipVerify``)."""
 
     url: str
     interval_s: float = attrs.field(default=10.0, validator=_positive)
     timeout_s: float = attrs.field(default=10.0, validator=_positive)
     method: str = attrs.field(default="GET", kw_only=True, converter=_upper)
     headers: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
+    body: str = attrs.field(default="", kw_only=True)
+    tls_skip_verify: bool = attrs.field(default=False, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"HTTPCheck url must start with http:// or https://, got {self.url!r}"
+            )
+        if not isinstance(self.body, str):
+            raise ConfigError(f"HTTPCheck body must be a string, got {self.body!r}")
+        if not isinstance(self.tls_skip_verify, bool):
+            raise ConfigError(
+                f"HTTPCheck tls_skip_verify must be True or False, got {self.tls_skip_verify!r}"
             )
 
 
@@ -192,6 +211,20 @@ class CallableCheck(_CheckOptions):
 
 
 CheckSpec: TypeAlias = HTTPCheck | TCPCheck | ScriptCheck | TTLCheck | CallableCheck
+
+
+def check_id_problem(check_id: object) -> str | None:
+    """What is wrong with a check id its registrant chose, or None if it will do.
+
+    A slash is refused: the check is addressed by its id in URL paths
+    (``/v1/agent/check/pass/<id>``), where a slash would make it another path."""
+    if not isinstance(check_id, str) or not check_id:
+        return f"a check id must be a non-empty string, got {check_id!r}"
+    if len(check_id.encode()) > MAX_CHECK_ID_BYTES:
+        return f"a check id must be at most {MAX_CHECK_ID_BYTES} bytes of UTF-8"
+    if "/" in check_id:
+        return f"a check id must not contain '/' (it is part of URL paths), got {check_id!r}"
+    return None
 
 
 # ---------------------------------------------------------------------------- instances

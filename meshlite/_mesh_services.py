@@ -3,10 +3,11 @@
 Theory of operation
 -------------------
 A mixin so ``_mesh.py`` stays about membership and lifecycle; the work is done by
-``_services.py`` (registrations, checks, watches) and the sans-I/O directory
-(``_core/directory.py``).  ``discover`` reads the directory's ready tuples directly: it is
-the one call on the hot path of every request a user's program makes, so it is a
-dictionary lookup and a list copy, with no await, lock or network round trip.
+``_services.py`` (registrations, the checks of services and of the node, watches) and
+the sans-I/O directory (``_core/directory.py``).  ``discover`` reads the directory's
+ready tuples directly: it is the one call on the hot path of every request a user's
+program makes, so it is a dictionary lookup and a list copy, with no await, lock or
+network round trip.
 
 Ordering: ``discover`` returns instances sorted by (node, id), the same on every peer.
 Spread load with :meth:`pick` (a random passing instance) or ``random.choice``.
@@ -80,6 +81,30 @@ class ServiceMethods:
             return fn
 
         return decorate
+
+    async def register_check(
+        self, check: CheckSpec, *, id: str | None = None, service_id: str | None = None
+    ) -> str:
+        """Run one more check, by itself (Consul's ``/v1/agent/check/register``); returns
+        its id.
+
+        With ``service_id`` (a service registered on this peer) it is one more check of
+        that service, and goes when the service is deregistered or re-registered.  Without,
+        it is a *node check*: its status counts in the status of every service on this
+        peer, present and future — a critical node check makes them all critical, on every
+        peer's ``discover`` — until :meth:`deregister_check`.  ``id`` defaults to the check's
+        ``name``; a check with that id (any check of this peer) is replaced.
+        """
+        check_id = id if id is not None else getattr(check, "name", "")
+        if not check_id:
+            raise ConfigError("a check registered by itself needs an id, or a name to be its id")
+        self._svc().add_check(check, check_id, service_id)
+        return check_id
+
+    async def deregister_check(self, check_id: str) -> None:
+        """Stop and remove a check of this peer: a node check, or any check of a local
+        service (``"service:web-1"`` included; the service stays)."""
+        self._svc().remove_check(check_id)
 
     def discover(
         self, name: str, tag: str | None = None, passing_only: bool = True

@@ -9,6 +9,16 @@ that touches its sans-I/O :class:`~meshlite._core.directory.Directory`:
   the instance's record — aggregate status = the worst of its checks (Consul), passing
   with no checks — as a SWIM user broadcast; every later status change of a check
   republishes it with a new version.  ``deregister`` publishes a tombstone.
+* ``add_check`` registers one check by itself (Consul's ``/v1/agent/check/register``),
+  under the id its registrant chose: one more check of a local service, or a *node
+  check*.  A node check belongs to this peer, not to one service; as in Consul, it counts
+  in the health of every service instance on the node, so its status folds into the
+  aggregate of every local service — present and future — and so reaches every peer's
+  discovery, DNS and ``?passing`` through the ordinary records.  (Only the aggregate is
+  gossiped: the node check itself is shown by this peer's HTTP API alone.)  A service's
+  checks, registered with it or later, go when it is deregistered or re-registered
+  (Consul drops the checks a new definition does not list); node checks stay until
+  ``remove_check``.
 * Records from peers arrive through the driver (``on_broadcast``, ``on_state`` for
   push/pull) and SWIM membership events through ``on_member``; corrections the
   directory asks for (refuting a stray record about us) go straight back out.
@@ -17,13 +27,16 @@ that touches its sans-I/O :class:`~meshlite._core.directory.Directory`:
   results really changed; a subscriber compares what it last delivered with the current
   results, so bursts coalesce into one delivery and nothing is missed.
 * ``wait_changed`` is the same for the whole directory (the HTTP API's blocking
-  queries): one event, set when the directory's catalog-wide ``index`` has moved.
+  queries): one event, set when the directory's catalog-wide ``index`` has moved.  Every
+  change to this peer's checks moves it — added, removed, a new status or output — even
+  when no record changes, since this peer's HTTP view shows each check.
 
 Everything runs on the mesh's event loop; nothing here blocks it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -39,7 +52,18 @@ from meshlite._core.catalog import MAX_RECORD_BYTES, Record, encode_record
 from meshlite._core.directory import Directory, instance_of
 from meshlite._core.events import MemberEvent, UserBroadcast
 from meshlite._core.wire_checks import MAX_META_BYTES, MAX_NAME_BYTES
-from meshlite._health import CallableCheck, CheckSpec, Instance, Status, worst
+from meshlite._health import (
+    CallableCheck,
+    CheckSpec,
+    HTTPCheck,
+    Instance,
+    ScriptCheck,
+    Status,
+    TCPCheck,
+    TTLCheck,
+    check_id_problem,
+    worst,
+)
 from meshlite.errors import ConfigError
 
 __all__ = ["Services"]
@@ -48,6 +72,7 @@ log = logging.getLogger("meshlite")
 
 # How often old tombstones and records of nodes SWIM forgot are dropped.
 HOUSEKEEPING_INTERVAL_S = 60.0
+_SPEC_TYPES = (HTTPCheck, TCPCheck, ScriptCheck, TTLCheck, CallableCheck)  # CheckSpec's members
 
 
 @attrs.define
@@ -77,6 +102,8 @@ class Services:
         self.directory = Directory(node, first_version=time.time_ns() // 1000)
         self._local: dict[str, _Local] = {}
         self._check_owner: dict[str, str] = {}  # check id -> service id
+        # Node checks: check id -> the directory index when it was added (its CreateIndex).
+        self._node_checks: dict[str, int] = {}
         self._pending: dict[str, list[CallableCheck]] = {}  # decorator checks by name/id
         self._wake: dict[str, anyio.Event] = {}
         self._any: anyio.Event | None = None  # wait_changed's, created on first use
@@ -153,6 +180,48 @@ class Services:
                 self._add_check(sid, spec, len(entry.check_ids), len(entry.check_ids) + 1)
                 self._publish(entry)
 
+    def add_check(self, spec: CheckSpec, check_id: str, service_id: str | None) -> None:
+        """Run ``spec`` as ``check_id``: one more check of the local service ``service_id``,
+        or a node check (``None``).  A check with that id, wherever it was, is replaced."""
+        problem = check_id_problem(check_id)
+        if problem is not None:
+            raise ConfigError(problem)
+        if not isinstance(spec, _SPEC_TYPES):
+            raise ConfigError(f"not a check spec: {spec!r} (use TTLCheck, HTTPCheck, ...)")
+        if service_id is not None and service_id not in self._local:
+            raise ConfigError(f"no service with id {service_id!r} is registered on this peer")
+        if self._known(check_id):
+            self._drop_check(check_id)
+        self.runner.add(check_id, spec)
+        if service_id is None:
+            self._node_checks[check_id] = self.directory.index
+        else:
+            self._check_owner[check_id] = service_id
+            self._local[service_id].check_ids.append(check_id)
+        self._settle_local()
+
+    def remove_check(self, check_id: str) -> None:
+        """Stop and forget ``check_id``: a node check, or any check of a local service."""
+        if not self.has_check(check_id):
+            raise ConfigError(f"no check with id {check_id!r} on this peer")
+        self._drop_check(check_id)
+        self._settle_local()
+
+    def has_check(self, check_id: str) -> bool:
+        """Whether ``check_id`` is a check of this peer (none once the services close)."""
+        return self._known(check_id) and not self._closed
+
+    def check_spec(self, check_id: str) -> CheckSpec | None:
+        """What ``check_id`` runs, or None if there is no such check here."""
+        return self.runner.spec(check_id) if self.has_check(check_id) else None
+
+    def node_checks(self) -> list[tuple[str, CheckSpec, Status, str, int]]:
+        """This node's checks: ``(check id, spec, status, output, create index)``."""
+        if self._closed:
+            return []
+        return [(c, self.runner.spec(c), *self.runner.state(c), created)
+                for c, created in self._node_checks.items()]  # fmt: skip
+
     def local(self) -> list[Instance]:
         """The services registered on this peer, as discovery reports them."""
         return [instance_of(self._record(e)) for e in self._local.values()]
@@ -166,10 +235,6 @@ class Services:
         if entry is None or self._closed:
             return []
         return [(c, self.runner.spec(c), *self.runner.state(c)) for c in entry.check_ids]
-
-    def check_owner(self, check_id: str) -> str | None:
-        """The id of the local service that ``check_id`` belongs to, if any."""
-        return self._check_owner.get(check_id)
 
     # ------------------------------------------------------------------ discovery
 
@@ -220,13 +285,33 @@ class Services:
     # ------------------------------------------------------------------ internals
 
     def _add_check(self, sid: str, spec: CheckSpec, index: int, count: int) -> None:
-        # Consul's ids: "service:<id>" for a lone check, "service:<id>:<n>" (from 1) for several.
-        check_id = f"service:{sid}" if count == 1 and index == 0 else f"service:{sid}:{index + 1}"
-        if check_id in self._check_owner:
-            check_id = f"service:{sid}:{index + 1}"
+        check_id = self._default_check_id(sid, index, count)
         self._check_owner[check_id] = sid
         self._local[sid].check_ids.append(check_id)
         self.runner.add(check_id, spec)
+
+    def _default_check_id(self, sid: str, index: int, count: int) -> str:
+        """Consul's ids: "service:<id>" for a lone check, "service:<id>:<n>" (from 1) for
+        several; past ids already taken (by checks registered under such ids)."""
+        if count == 1 and index == 0 and not self._known(f"service:{sid}"):
+            return f"service:{sid}"
+        # Of these len(taken) + 1 candidates at least one is free.
+        for n in range(index + 1, index + 2 + len(self._check_owner) + len(self._node_checks)):
+            if not self._known(candidate := f"service:{sid}:{n}"):
+                return candidate
+        raise AssertionError("unreachable: more candidate ids than checks")
+
+    def _known(self, check_id: str) -> bool:
+        return check_id in self._check_owner or check_id in self._node_checks
+
+    def _drop_check(self, check_id: str) -> None:
+        """Stop ``check_id`` and take it off its owner (or the node); publishes nothing."""
+        owner = self._check_owner.pop(check_id, None)
+        if owner is not None:
+            self._local[owner].check_ids.remove(check_id)
+        else:
+            del self._node_checks[check_id]
+        self.runner.remove(check_id)
 
     def _stop_checks(self, sid: str) -> None:
         for check_id in self._local[sid].check_ids:
@@ -235,7 +320,20 @@ class Services:
         self._local[sid].check_ids.clear()
 
     def _status(self, entry: _Local) -> Status:
-        return worst(self.runner.state(c)[0] for c in entry.check_ids)
+        """The worst of the service's checks and the node's (Consul's aggregate)."""
+        own = (self.runner.state(c)[0] for c in entry.check_ids)
+        node = (self.runner.state(c)[0] for c in self._node_checks)
+        return worst(itertools.chain(own, node))
+
+    def _settle_local(self) -> None:
+        """After this peer's checks changed: republish every service whose aggregate
+        moved, and move the index in any case (this peer's HTTP view shows every check)."""
+        for entry in self._local.values():
+            published = self.directory.catalog.get(self.node, entry.record.id)
+            if published is None or published.status != self._status(entry):
+                self._publish(entry)
+        self.directory.touch()
+        self._wake_names(set())
 
     def _record(self, entry: _Local) -> Record:
         """The service's record with its current aggregate status."""
@@ -253,19 +351,24 @@ class Services:
 
     def _on_check_change(self, check_id: str, status: Status, output: str) -> None:
         sid = self._check_owner.get(check_id)
-        if sid is None or sid not in self._local:
-            return
-        log.info("check %s is now %s: %s", check_id, status, output[:200])
-        self._publish(self._local[sid])
+        if sid is not None and sid in self._local:
+            log.info("check %s is now %s: %s", check_id, status, output[:200])
+            self.directory.touch()  # the check's own status is in the view, whatever the aggregate
+            self._publish(self._local[sid])
+        elif check_id in self._node_checks:
+            log.info("node check %s is now %s: %s", check_id, status, output[:200])
+            self._settle_local()
 
     def _on_check_output(self, check_id: str) -> None:
         # Only the output moved: nothing to gossip, but this peer's HTTP view shows it,
         # so its blocking queries must wake.
-        if check_id in self._check_owner:
+        if self.has_check(check_id):
             self.directory.touch()
             self._wake_names(set())
 
     def _on_deregister_due(self, check_id: str) -> None:
+        # A node check has no service to deregister: Consul ignores its
+        # DeregisterCriticalServiceAfter too (agent.reapServicesInternal).
         sid = self._check_owner.get(check_id)
         if sid is not None and sid in self._local:
             log.warning("deregistering %s: check %s critical for too long", sid, check_id)

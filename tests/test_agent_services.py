@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from test_cli import DEADLINE_S, Agent, assert_one_error_line, run
 
 from meshlite._agent_config import AgentConfigError, load_dir, load_file, merge
-from meshlite._agent_services import ServiceDefinition, load_service_dir, preflight
+from meshlite._agent_parse import BadValueError
+from meshlite._agent_services import (
+    CheckDefinition,
+    ServiceDefinition,
+    load_service_dir,
+    parse_check_definition,
+    preflight,
+)
 from meshlite._duration import MAX_DURATION_NS, format_duration, parse_duration, parse_duration_ns
 from meshlite._health import HTTPCheck, Instance, ScriptCheck, Status, TCPCheck, TTLCheck
 from meshlite._mesh import Mesh
@@ -217,6 +224,76 @@ def test_http_api_camel_case_and_consul_aliases(tmp_path: Path) -> None:
     assert (http.deregister_critical_after_s, http.success_before_passing) == (60.0, 2)
     assert script == ScriptCheck(("true",), interval_s=1.0)
     assert ttl == TTLCheck(ttl_s=9.0)
+
+
+def test_http_body_and_tls_skip_verify(tmp_path: Path) -> None:
+    check = {"HTTP": "https://127.0.0.1/h", "Interval": "5s", "Method": "put",
+             "Body": '{"probe": true}', "TLSSkipVerify": True}  # fmt: skip
+    [d] = services_of(tmp_path, "api.json", {"service": {"name": "api", "check": check}})
+    assert d.checks == (
+        HTTPCheck("https://127.0.0.1/h", 5.0, method="PUT", body='{"probe": true}',
+                  tls_skip_verify=True),
+    )  # fmt: skip
+    for spelling in ("tls_skip_verify", "tlsskipverify", "TlsSkipVerify"):
+        check = {"http": "https://h/", "interval": "1s", spelling: True}
+        [d] = services_of(tmp_path, "b.json", {"service": {"name": "b", "check": check}})
+        assert isinstance(d.checks[0], HTTPCheck) and d.checks[0].tls_skip_verify
+
+
+# ------------------------------------------------------------------------------ check definitions
+
+
+def test_a_check_definition_by_itself() -> None:
+    """Consul's CheckDefinition (/v1/agent/check/register): the id defaults to the name,
+    no service id is a node check, and every spelling py-consul and Consul use works."""
+    assert parse_check_definition({"Name": "disk", "TTL": "30s"}, "check") == CheckDefinition(
+        "disk", TTLCheck(ttl_s=30.0, name="disk")
+    )
+    body = {"name": "api ready", "id": "api-ready", "serviceid": "api-1", "ttl": "10s",
+            "status": "passing"}  # fmt: skip
+    d = parse_check_definition(body, "check")
+    assert (d.id, d.service_id) == ("api-ready", "api-1")
+    assert d.check == TTLCheck(ttl_s=10.0, name="api ready", initial_status=Status.PASSING)
+    assert d.register_kwargs() == {"id": "api-ready", "service_id": "api-1"}
+    for key in ("CheckID", "check_id", "checkid", "ID", "Id"):
+        assert parse_check_definition({"Name": "n", key: "c", "TTL": "1s"}, "c").id == "c"
+    for key in ("ServiceID", "service_id", "serviceid", "ServiceId"):
+        found = parse_check_definition({"Name": "n", key: "s", "TTL": "1s"}, "c")
+        assert found.service_id == "s"
+    # Consul's zero values: "" means "the default".
+    d = parse_check_definition({"Name": "n", "ID": "", "ServiceID": "", "TTL": "1s"}, "c")
+    assert (d.id, d.service_id) == ("n", None)
+    tcp = parse_check_definition({"Name": "t", "TCP": "h:1", "Interval": "2s"}, "c").check
+    assert tcp == TCPCheck("h:1", interval_s=2.0, name="t")
+
+
+@pytest.mark.parametrize(
+    ("body", "setting", "expected"),
+    [
+        ([], "check", "must be a table (a check)"),
+        ({"TTL": "1s"}, "check", 'needs "name"'),
+        ({"Name": "", "TTL": "1s"}, "check.Name", "must be a non-empty string"),
+        ({"Name": "n"}, "check", "needs exactly one of http, tcp, args or ttl"),
+        ({"Name": "n", "TTL": "1s", "ID": 5}, "check.ID", "must be a non-empty string"),
+        ({"Name": "n", "TTL": "1s", "ID": "a/b"}, "check.ID", "must not contain '/'"),
+        ({"Name": "a/b", "TTL": "1s"}, "check.Name", "the check's id when no id is given"),
+        ({"Name": "n", "TTL": "1s", "ID": "x" * 300}, "check.ID", "at most 256 bytes"),
+        ({"Name": "n", "TTL": "1s", "ID": "a", "CheckID": "b"}, "check.CheckID",
+         "says the same thing"),
+        ({"Name": "n", "TTL": "1s", "ServiceID": ["s"]}, "check.ServiceID",
+         "must be a non-empty string"),
+        ({"Name": "n", "TTL": "1s", "Body": "x"}, "check.Body", "does not apply to a ttl check"),
+        ({"Name": "n", "HTTP": "http://h", "Interval": "1s", "Body": 5}, "check.Body",
+         "must be a string"),
+        ({"Name": "n", "HTTP": "http://h", "Interval": "1s", "TLSSkipVerify": "yes"},
+         "check.TLSSkipVerify", "must be true or false"),
+        ({"Name": "n", "GRPC": "h:1", "Interval": "1s"}, "check.GRPC", "does not run"),
+    ],
+)  # fmt: skip
+def test_bad_check_definitions_name_the_setting(body: Any, setting: str, expected: str) -> None:
+    with pytest.raises(BadValueError) as info:
+        parse_check_definition(body, "check")
+    assert (info.value.setting, expected in str(info.value)) == (setting, True), str(info.value)
 
 
 def test_a_directory_adds_up_in_name_order(tmp_path: Path) -> None:

@@ -119,6 +119,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self) -> None:
+        if self.path == "/echo":  # the request body back, as the check's output shows it
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_response(201 if self.path == "/ok" else 405)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -139,6 +146,67 @@ def http_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no CA signed, and its key: (cert, key) files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "meshlite test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def https_url(tmp_path: Path) -> Iterator[str]:
+    """The same routes over TLS, with a self-signed certificate."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handler = type("Handler", (_Handler,), {"release": threading.Event()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
@@ -195,6 +263,24 @@ async def test_http_method_headers_and_body_cap(http_url: str) -> None:
         out = await settle(runner, "big", P)
         assert len(out.encode()) <= OUTPUT_MAX_BYTES
         assert out.startswith(f"HTTP GET {http_url}/big: 200 OK Output: yyyy")
+
+
+async def test_http_body_is_sent(http_url: str) -> None:
+    async with running() as runner:
+        check = HTTPCheck(f"{http_url}/echo", method="POST", body='{"ping": 1}', interval_s=0.1)
+        runner.add("echo", check)
+        out = await settle(runner, "echo", P)
+        assert out == f'HTTP POST {http_url}/echo: 200 OK Output: {{"ping": 1}}'
+
+
+async def test_tls_skip_verify_accepts_an_unverified_certificate(https_url: str) -> None:
+    async with running() as runner:
+        runner.add("strict", HTTPCheck(f"{https_url}/ok", interval_s=0.1))
+        runner.add("lenient", HTTPCheck(f"{https_url}/ok", interval_s=0.1, tls_skip_verify=True))
+        assert await settle(runner, "lenient", P) == f"HTTP GET {https_url}/ok: 200 OK Output: fine"
+        # The certificate is refused (asyncio's message names it; trio's is empty).
+        out = await settle(runner, "strict", C)
+        assert out.startswith(f"HTTP GET {https_url}/ok: ConnectError"), out
 
 
 async def test_http_timeout_is_critical_and_stalls_nothing(http_url: str) -> None:

@@ -2,7 +2,7 @@
 
 The same scenarios run against an in-process ``Mesh(http=...)`` (both anyio backends;
 the client is synchronous, so it runs in a worker thread while the mesh's loop serves it)
-and against a ``meshlite agent`` subprocess: services and health on any peer, the KV
+and against a ``meshlite agent`` subprocess: services, checks and health on any peer, the KV
 store, transactions, sessions and locks on a one-server mesh (``agent --dev``).
 """
 
@@ -85,6 +85,52 @@ def service_lifecycle(c: consul.Consul, node: str) -> None:
     assert c.health.service("web")[1] == []
     assert c.catalog.services()[1] == {}
     assert c.agent.services() == {}
+
+
+def check_registration(c: consul.Consul, node: str, address: str) -> None:
+    """agent.check.register/deregister: a TTL check on a service under its own id, an
+    HTTP check against this very agent, and a node check that takes the node out."""
+    assert c.agent.service.register("api", service_id="api-1", port=9000)
+    assert c.agent.check.register("api ready", consul.Check.ttl("30s"), check_id="api-ready",
+                                  notes="set by the deploy", service_id="api-1")  # fmt: skip
+    check = c.agent.checks()["api-ready"]
+    assert (check["Name"], check["ServiceID"], check["ServiceName"], check["Type"]) == (
+        "api ready", "api-1", "api", "ttl"
+    )  # fmt: skip
+    assert check["Status"] == "critical"
+    assert c.agent.check.ttl_pass("api-ready", notes="up")
+    [entry] = c.health.service("api", passing=True)[1]
+    assert [ch["CheckID"] for ch in entry["Checks"]] == ["serfHealth", "api-ready"]
+
+    self_check = consul.Check.http(f"http://{address}/v1/agent/self", "10s", timeout="5s",
+                                   header={"Accept": ["application/json"]})  # fmt: skip
+    assert c.agent.check.register("agent up", self_check, service_id="api-1")
+    deadline = time.monotonic() + DEADLINE_S
+    while c.agent.checks()["agent up"]["Status"] != "passing":  # its first run is prompt
+        assert time.monotonic() < deadline, c.agent.checks()["agent up"]
+        time.sleep(0.05)
+    assert c.agent.checks()["agent up"]["Type"] == "http"
+
+    # A node check (no service id): critical takes every service of the node out.
+    assert c.agent.check.register("maintenance", consul.Check.ttl("1h"))
+    assert c.agent.checks()["maintenance"]["ServiceID"] == ""
+    assert c.health.service("api", passing=True)[1] == []
+    states = {ch["CheckID"]: ch["Status"] for ch in c.health.node(node)[1]}
+    assert states == {"serfHealth": "passing", "maintenance": "critical",
+                      "api-ready": "passing", "agent up": "passing"}  # fmt: skip
+    assert c.agent.check.ttl_pass("maintenance")
+    assert len(c.health.service("api", passing=True)[1]) == 1
+    assert c.agent.check.ttl_fail("maintenance")
+    assert c.agent.check.deregister("maintenance")
+    assert len(c.health.service("api", passing=True)[1]) == 1
+
+    with pytest.raises(consul.exceptions.BadRequest, match="does not exist"):
+        c.agent.check.register("x", consul.Check.ttl("1s"), service_id="no-such-service")
+    assert c.agent.check.deregister("agent up")
+    assert c.agent.check.deregister("api-ready")
+    assert not c.agent.check.deregister("api-ready")  # 404: py-consul answers False
+    assert c.agent.checks() == {}
+    assert c.agent.service.deregister("api-1")
 
 
 def agent_and_status(c: consul.Consul, node: str, key: str) -> None:
@@ -284,6 +330,7 @@ async def test_py_consul_against_an_in_process_mesh(anyio_backend: str) -> None:
         assert mesh.http_address is not None
         c, other = py_consul(mesh.http_address), py_consul(mesh.http_address)
         await anyio.to_thread.run_sync(service_lifecycle, c, "api-1")
+        await anyio.to_thread.run_sync(check_registration, c, "api-1", mesh.http_address)
         await anyio.to_thread.run_sync(agent_and_status, c, "api-1", key)
         await anyio.to_thread.run_sync(blocking_queries, c, other)
 
@@ -391,6 +438,7 @@ async def test_py_consul_against_a_meshlite_agent(
     address = agent.http_address()
     c, other = py_consul(address), py_consul(address)
     await anyio.to_thread.run_sync(service_lifecycle, c, "agent-1")
+    await anyio.to_thread.run_sync(check_registration, c, "agent-1", address)
     await anyio.to_thread.run_sync(agent_and_status, c, "agent-1", key)
     await anyio.to_thread.run_sync(blocking_queries, c, other)
     assert await anyio.to_thread.run_sync(c.agent.leave)  # Consul's: leave, then exit

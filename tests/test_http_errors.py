@@ -110,6 +110,7 @@ NOT_FOUND: list[tuple[str, str]] = [
     ("PUT", "/v1/agent/service/deregister/nope"),
     ("PUT", "/v1/agent/check/pass/nope"),
     ("PUT", "/v1/agent/check/fail/service:nope"),
+    ("PUT", "/v1/agent/check/deregister/nope"),
     ("GET", "/v1/agent/health/service/name/nope"),
     ("GET", "/v1/agent/health/service/id/nope"),
     ("GET", "/v1/agent/self/"),  # no redirect to the slash-less path, as in Consul
@@ -123,6 +124,8 @@ WRONG_METHOD: list[tuple[str, str]] = [
     ("GET", "/v1/agent/leave"),
     ("PATCH", "/v1/operator/keyring"),
     ("GET", "/v1/agent/check/pass/service:tcp"),
+    ("GET", "/v1/agent/check/register"),
+    ("DELETE", "/v1/agent/check/deregister/x"),
     ("POST", "/v1/kv/k"),
     ("PATCH", "/v1/kv/k"),
     ("GET", "/v1/txn"),

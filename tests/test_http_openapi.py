@@ -141,6 +141,21 @@ async def exercise(http: httpx.AsyncClient, c: Checker, key: str) -> None:
     update = {"Status": "passing", "Output": "ok"}
     await call("/v1/agent/check/update/{check_id}", "PUT",
                "/v1/agent/check/update/service:web-1", json=update)  # fmt: skip
+    check_register = "/v1/agent/check/register"
+    node_check = {"Name": "disk", "TTL": "1m", "Status": "passing", "Notes": "n"}
+    service_check = {"Name": "api", "ID": "web-api", "ServiceID": "web-1", "HTTP": "http://x/",
+                     "Interval": "1m", "Body": "{}", "TLSSkipVerify": True}  # fmt: skip
+    for good in (node_check, service_check):
+        assert c.body_is_valid(check_register, "put", good), good
+        assert (await call(check_register, "PUT", check_register, json=good)).status_code == 200
+    for bad in ({"TTL": "1s"}, {"Name": "x", "Args": ["true"], "Interval": "1s"},
+                {"Name": "x", "TTL": "1s", "Interval": "1s"}):  # fmt: skip
+        assert not c.body_is_valid(check_register, "put", bad), bad
+        assert (await call(check_register, "PUT", check_register, json=bad)).status_code == 400
+    check_deregister = "/v1/agent/check/deregister/{check_id}"
+    await call(check_deregister, "PUT", "/v1/agent/check/deregister/web-api")
+    gone = await call(check_deregister, "PUT", "/v1/agent/check/deregister/web-api")
+    assert gone.status_code == 404
     for template, paths in READS.items():
         for path in paths:
             await call(template, "GET", path)

@@ -16,11 +16,12 @@ Fields that change nothing here (``Weights``, ``EnableTagOverride``, ``TaggedAdd
 a check's ``Notes``) are accepted and dropped; anything meshlite cannot honour
 (``Connect``, a non-empty ``Kind``, other check kinds) is a 400 that says so.
 
-Check endpoints are in ``agent_checks.py``.
+Check endpoints are in ``agent_checks.py`` and ``agent_check_register.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import Request
@@ -30,39 +31,40 @@ from starlette.routing import Route
 from meshlite import __version__
 from meshlite._agent_parse import BadValueError
 from meshlite._agent_services import ServiceDefinition, parse_services
-from meshlite._health import ScriptCheck
+from meshlite._health import CheckSpec, ScriptCheck
 from meshlite._http import shapes
 from meshlite._http.blocking import json_response
 from meshlite._http.context import api_of
 from meshlite._http.errors import HttpError, read_json_object, reject_unsupported, show
 from meshlite.errors import ConfigError
 
-__all__ = ["parse_registration", "routes"]
+__all__ = ["parse_registration", "refuse_script_checks", "routes", "squash"]
 
 # Keys (lower case, without underscores) accepted and ignored: they change nothing here.
 _IGNORED_SERVICE_KEYS = frozenset({"weights", "enabletagoverride", "taggedaddresses"})
 _IGNORED_CHECK_KEYS = frozenset({"notes"})
 
 
-def _squash(key: str) -> str:
+def squash(key: str) -> str:
+    """A body key as compared with known ones: lower case, without underscores."""
     return key.replace("_", "").lower()
 
 
 def _without(table: dict[str, Any], ignored: frozenset[str]) -> dict[str, Any]:
-    return {k: v for k, v in table.items() if _squash(k) not in ignored}
+    return {k: v for k, v in table.items() if squash(k) not in ignored}
 
 
 def _cleaned(body: dict[str, Any]) -> dict[str, Any]:
     """The body without the ignored keys (its checks' too); ``Kind`` must be empty."""
     out = _without(body, _IGNORED_SERVICE_KEYS)
-    for key in [k for k in out if _squash(k) == "kind"]:
+    for key in [k for k in out if squash(k) == "kind"]:
         if out.pop(key) not in ("", None):
             raise HttpError(400, f"Invalid service: Kind {show(body[key])} is not supported "
                             "by meshlite (plain services only)")  # fmt: skip
     for key, value in list(out.items()):
-        if _squash(key) == "check" and isinstance(value, dict):
+        if squash(key) == "check" and isinstance(value, dict):
             out[key] = _without(value, _IGNORED_CHECK_KEYS)
-        elif _squash(key) == "checks" and isinstance(value, list):
+        elif squash(key) == "checks" and isinstance(value, list):
             out[key] = [_without(c, _IGNORED_CHECK_KEYS) if isinstance(c, dict) else c
                         for c in value]  # fmt: skip
     return out
@@ -75,14 +77,19 @@ def parse_registration(body: dict[str, Any]) -> ServiceDefinition:
     except BadValueError as exc:
         path = (exc.setting or "service").removeprefix("service").lstrip(".")
         raise HttpError(400, f"Invalid service: {path or 'the body'} {exc}") from None
-    if any(isinstance(c, ScriptCheck) for c in definition.checks):
+    refuse_script_checks(definition.checks)
+    return definition
+
+
+def refuse_script_checks(checks: Iterable[CheckSpec]) -> None:
+    """``HttpError(400)`` for a script check: never run a program a client names."""
+    if any(isinstance(c, ScriptCheck) for c in checks):
         raise HttpError(
             400,
             "Invalid check: script checks (Args) cannot be registered over HTTP, which would "
             "let any client run programs on this host; define them in the agent's config "
             "files (Consul's enable_local_script_checks)",
         )
-    return definition
 
 
 # ------------------------------------------------------------------------------ handlers

@@ -2,15 +2,18 @@
 
 Theory of operation
 -------------------
-Checks belong to the services registered on this peer (meshlite has no node-level
-checks besides ``serfHealth``), with Consul's ids: ``service:<id>`` for a lone check,
-``service:<id>:<n>`` for the n-th of several.  A TTL check is moved by
+This peer's checks are its services' — with Consul's ids, ``service:<id>`` for a lone
+check and ``service:<id>:<n>`` for the n-th of several, or the id chosen at
+``/v1/agent/check/register`` (``agent_check_register.py``) — and its node checks
+(registered without a ``ServiceID``).  ``/v1/agent/checks`` lists them all, node checks
+first, with an empty ``ServiceID``.  A TTL check is moved by
 ``PUT /v1/agent/check/pass|warn|fail/:id?note=`` or ``PUT /v1/agent/check/update/:id``
 with ``{"Status", "Output"}`` (``agent/agent_endpoint.go`` ``AgentCheckUpdate``); the
 note or output is kept as the check's output, cut at Consul's 4 KiB.
 
 ``/v1/agent/health/service/name/:name`` and ``.../id/:id`` answer with the aggregate
-status in the HTTP code too — 200 passing, 429 warning, 503 critical — so a load
+status of the service's checks and the node's (Consul's ``ChecksForService(id, true)``)
+in the HTTP code too — 200 passing, 429 warning, 503 critical — so a load
 balancer can probe them directly (Consul 1.2.3+); ``?format=text`` gives just the word.
 """
 
@@ -24,7 +27,7 @@ from starlette.routing import Route
 
 from meshlite._core.catalog import Record
 from meshlite._health import Status, TTLCheck, worst
-from meshlite._http import shapes
+from meshlite._http import agent_check_register, shapes
 from meshlite._http.blocking import json_response
 from meshlite._http.context import Api, api_of
 from meshlite._http.errors import HttpError, read_json_object, reject_unsupported, show
@@ -38,15 +41,14 @@ _STATUS_CODES = {Status.PASSING: 200, Status.WARNING: 429, Status.CRITICAL: 503}
 
 def _ttl_check(api: Api, check_id: str) -> None:
     """404 for an unknown check, 400 for one that is not a TTL check."""
-    owner = api.services.check_owner(check_id)
-    found = [s for c, s, _st, _out in api.services.checks_of(owner or "") if c == check_id]
-    if not found:
+    spec = api.services.check_spec(check_id)
+    if spec is None:
         raise HttpError(
             404,
             f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
             "not the check name.",
         )
-    if not isinstance(found[0], TTLCheck):
+    if not isinstance(spec, TTLCheck):
         raise HttpError(400, f'CheckID "{check_id}" does not have associated TTL')
 
 
@@ -92,7 +94,7 @@ async def checks(request: Request) -> Response:
     api = api_of(request)
     reject_unsupported(request, api.datacenter)
     view = api.view()
-    out: dict[str, Any] = {}
+    out = {c.check_id: shapes.check(c) for c in view.node_checks(view.local_node)}
     for record in view.local_records():
         for c in view.service_checks(record):
             out[c.check_id] = shapes.check(c)
@@ -104,7 +106,7 @@ async def checks(request: Request) -> Response:
 
 def _health(api: Api, record: Record) -> tuple[Status, dict[str, Any]]:
     view = api.view()
-    found = view.service_checks(record)
+    found = [*view.node_checks(view.local_node), *view.service_checks(record)]
     status = worst(Status(c.status) for c in found)
     body = {
         "AggregatedStatus": str(status),
@@ -152,6 +154,7 @@ def routes() -> list[Route]:
     ]
     return [
         Route("/v1/agent/checks", checks, methods=["GET"]),
+        *agent_check_register.routes(),
         *ttl,
         Route("/v1/agent/check/update/{check_id}", check_update, methods=["PUT"]),
         Route("/v1/agent/health/service/name/{name}", health_by_name, methods=["GET"]),

@@ -5,7 +5,8 @@ Theory of operation
 Consul's health endpoints (``agent/health_endpoint.go``) join the catalog with health
 checks; a service entry is ``{Node, Service, Checks}``, and ``Checks`` always starts with
 the node's gossip check ``serfHealth`` — passing while the member is alive (or merely
-suspected), critical once it has failed.  ``?passing`` keeps only entries whose every
+suspected), critical once it has failed — followed by the node's other checks (this
+peer's node checks) and the service's own.  ``?passing`` keeps only entries whose every
 check passes, so a failed node's services drop out of it exactly when failure detection
 says so.  Which checks a service shows is :mod:`meshlite._http.view`'s business (real
 ones on this peer, the aggregate for another peer's).
@@ -49,7 +50,7 @@ async def service(request: Request) -> Response:
             n = nodes[r.node]
             if not tags_match(r, tags) or not meta_matches(n, node_meta):
                 continue
-            checks = [view.serf_check(n), *view.service_checks(r)]
+            checks = view.entry_checks(n, r)
             if passing and any(c.status != Status.PASSING for c in checks):
                 continue
             out.append(shapes.health_entry(n, r, checks, api.datacenter))
@@ -90,7 +91,7 @@ async def node(request: Request) -> Response:
 
 def _all_checks(view: View) -> list[CheckInfo]:
     nodes = view.nodes()
-    out = [view.serf_check(n) for n in nodes.values()]
+    out = [c for n in nodes.values() for c in (view.serf_check(n), *view.node_checks(n.name))]
     for r in view.records():
         out.extend(view.service_checks(r))
     return sorted(out, key=lambda c: (c.node, c.check_id))

@@ -195,6 +195,10 @@ _REGISTRATION = {
     "required": True,
     "content": {"application/json": {"schema": s.ref("ServiceRegistration")}},
 }
+_CHECK_REGISTRATION = {
+    "required": True,
+    "content": {"application/json": {"schema": s.ref("CheckRegistration")}},
+}
 _CHECK_UPDATE = {
     "required": True,
     "content": {"application/json": {"schema": s.ref("CheckUpdate")}},
@@ -220,7 +224,19 @@ PATHS: dict[str, Any] = {
         "deregister a service of this agent", not_found="unknown service id", params=(_SERVICE_ID,)
     ),
     "/v1/agent/checks": _read(
-        "checks of this agent's services", s.mapping(s.ref("HealthCheck")), dc=True
+        "checks of this agent: its node checks and its services'",
+        s.mapping(s.ref("HealthCheck")),
+        dc=True,
+    ),
+    "/v1/agent/check/register": _write(
+        "register (or replace) a check: of a service of this agent with ServiceID, else of "
+        "the node",
+        body=_CHECK_REGISTRATION,
+    ),
+    "/v1/agent/check/deregister/{check_id}": _write(
+        "deregister a check of this agent (a node check, or any check of a service)",
+        not_found="unknown check id",
+        params=(_path("check_id", "check id"),),
     ),
     "/v1/agent/check/pass/{check_id}": _ttl("passing"),
     "/v1/agent/check/warn/{check_id}": _ttl("warning"),

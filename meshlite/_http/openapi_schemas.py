@@ -158,26 +158,49 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _HOSTPORT = {"type": "string", "pattern": rf"^{_LABEL}(\.{_LABEL})*:{_PORT}$"}
 _URL = {"type": "string", "pattern": r"^https?://[^\s]+$"}
-_CHECK_DEFINITION = {
-    "oneOf": [
-        _obj({"TTL": _DURATION, **_CHECK_COMMON}, closed=True, required=("TTL",)),
-        _obj(
-            {
-                "HTTP": _URL,
-                **_TIMED,
-                "Method": {"type": "string", "pattern": "^[A-Za-z]+$"},
-                "Header": mapping(_STRINGS),
-                **_CHECK_COMMON,
-            },
-            closed=True,
-            required=("HTTP", "Interval"),
-        ),
-        _obj(
-            {"TCP": _HOSTPORT, **_TIMED, **_CHECK_COMMON}, closed=True, required=("TCP", "Interval")
-        ),
-    ],
-    "description": "a TTL, HTTP or TCP check (script checks only from config files)",
+_HTTP_OPTIONS = {
+    "Method": {"type": "string", "pattern": "^[A-Za-z]+$"},
+    "Header": mapping(_STRINGS),
+    "Body": STRING,
+    "TLSSkipVerify": _BOOL,
 }
+
+
+def _check_kinds(
+    extra: dict[str, Any], required: tuple[str, ...], description: str
+) -> dict[str, Any]:
+    """One closed object per check kind, each with the ``extra`` fields too."""
+    common = {**_CHECK_COMMON, **extra}
+    return {
+        "oneOf": [
+            _obj({"TTL": _DURATION, **common}, closed=True, required=("TTL", *required)),
+            _obj(
+                {"HTTP": _URL, **_TIMED, **_HTTP_OPTIONS, **common},
+                closed=True,
+                required=("HTTP", "Interval", *required),
+            ),
+            _obj(
+                {"TCP": _HOSTPORT, **_TIMED, **common},
+                closed=True,
+                required=("TCP", "Interval", *required),
+            ),
+        ],
+        "description": description,
+    }
+
+
+_CHECK_DEFINITION = _check_kinds(
+    {}, (), "a TTL, HTTP or TCP check (script checks only from config files)"
+)
+# A check id that works in every route: the check is addressed by it in URL paths.
+_CHECK_ID = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9_.:-]+$"}
+_CHECK_REGISTRATION = _check_kinds(
+    {"Name": _CHECK_ID, "ID": _CHECK_ID, "ServiceID": _NAME},
+    ("Name",),
+    "a TTL, HTTP or TCP check; with ServiceID, one more check of that service of this "
+    "agent, else a node check (its status counts in every service of this agent); ID "
+    "defaults to Name",
+)
 # What fits one catalog record (1 KiB on the wire): ASCII tags and meta, a few of each.
 _SHORT = {"type": "string", "pattern": "^[ -~]{0,32}$"}
 
@@ -251,6 +274,7 @@ SCHEMAS: dict[str, Any] = {
         required=("Name",),
     ),
     "CheckDefinition": _CHECK_DEFINITION,
+    "CheckRegistration": _CHECK_REGISTRATION,
     # Consul ignores fields it does not know in these two bodies; so do we.
     "CheckUpdate": _obj({"Status": _STATUS, "Output": STRING}, required=("Status",)),
     "KeyringRequest": _obj({"Key": _KEY}),

@@ -15,6 +15,11 @@ would show:
 * *Checks*: a service of this peer shows its real checks (id, kind, status, output,
   TTL notes).  The catalog gossips only a service's aggregate status, so a service of
   another peer shows one check, ``service:<id>``, carrying that aggregate.
+* *Node checks* (``/v1/agent/check/register`` without a ``ServiceID``) are shown for
+  this peer's node, after ``serfHealth``: in the node's checks and in each of its
+  services' health entries, with an empty ``ServiceID``, as Consul lists them.  Another
+  peer's node checks are not gossiped; their status is already in that peer's service
+  aggregates.
 
 Everything is read in one synchronous pass on the mesh's loop, so a response is a
 consistent snapshot at the directory's current ``index``.
@@ -157,9 +162,20 @@ class View:
             for check_id, spec, status, output in self.services.checks_of(record.id)
         ]
 
+    def node_checks(self, node: str) -> list[CheckInfo]:
+        """The node's own checks besides ``serfHealth``: this peer's node checks (none are
+        known for another peer's node)."""
+        if node != self.local_node:
+            return []
+        return [self._node_check(*c) for c in self.services.node_checks()]
+
+    def entry_checks(self, node: NodeInfo, record: Record) -> list[CheckInfo]:
+        """The checks of a health entry: ``serfHealth``, the node's, then the service's."""
+        return [self.serf_check(node), *self.node_checks(node.name), *self.service_checks(record)]
+
     def checks_of_node(self, node: NodeInfo) -> list[CheckInfo]:
-        """``serfHealth`` then every check of the node's services."""
-        out = [self.serf_check(node)]
+        """``serfHealth``, the node's checks, then every check of the node's services."""
+        out = [self.serf_check(node), *self.node_checks(node.name)]
         for record in self.records():
             if record.node == node.name:
                 out.extend(self.service_checks(record))
@@ -175,10 +191,24 @@ class View:
     def _local_check(
         self, r: Record, check_id: str, spec: CheckSpec, status: Status, output: str
     ) -> CheckInfo:
-        interval = getattr(spec, "interval_s", None)
-        timeout = getattr(spec, "timeout_s", None)
+        interval, timeout = _timing(spec)
         return CheckInfo(
             r.node, check_id, spec.name or f"Service '{r.name}' check", str(status), output,
-            r.id, r.name, r.tags, check_kind(spec), _go_duration(interval),
-            _go_duration(timeout), r.version,
+            r.id, r.name, r.tags, check_kind(spec), interval, timeout, r.version,
         )  # fmt: skip
+
+    def _node_check(
+        self, check_id: str, spec: CheckSpec, status: Status, output: str, created: int
+    ) -> CheckInfo:
+        interval, timeout = _timing(spec)
+        return CheckInfo(
+            self.local_node, check_id, spec.name or check_id, str(status), output,
+            type=check_kind(spec), interval=interval, timeout=timeout, index=created,
+        )  # fmt: skip
+
+
+def _timing(spec: CheckSpec) -> tuple[str, str]:
+    """A check's ``Interval`` and ``Timeout`` as Go durations ("" for a TTL check)."""
+    interval = getattr(spec, "interval_s", None)
+    timeout = getattr(spec, "timeout_s", None)
+    return _go_duration(interval), _go_duration(timeout)
