@@ -1,7 +1,7 @@
 """How fast a simulated SWIM mesh converges after everyone joins at once, against log(N).
 
     python benchmarks/bench_sim_convergence.py [--sizes 100,300,1000] [--seeds 3]
-        [--profile lan|local] [--spread-s 0] [--with-10k]
+        [--profile lan|local] [--spread-s 0] [--with-10k] [--json out.json]
 
 For each size N and seed: N ``SwimCore``s start at t=0 (or spread over ``--spread-s``),
 each joining through three peers started before it, on the simulator's default LAN
@@ -25,9 +25,11 @@ network (0.5-5 ms one-way, no loss).  Convergence = every peer sees every other 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
+from pathlib import Path
 
 from meshlite._core.config import SwimConfig
 from meshlite.testing import SimCluster
@@ -59,7 +61,7 @@ def one_run(n: int, seed: int, config: SwimConfig, spread_s: float) -> dict[str,
     return run
 
 
-def report(n: int, runs: list[dict[str, float]], config: SwimConfig) -> None:
+def report(n: int, runs: list[dict[str, float]], config: SwimConfig) -> dict[str, float]:
     def med(key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
@@ -75,6 +77,11 @@ def report(n: int, runs: list[dict[str, float]], config: SwimConfig) -> None:
         f"{med('events') / real_s:>8.0f} {med('packets') / n:>6.0f}"
         + (f"   ({failed} runs did not converge in time)" if failed else "")
     )
+    return {
+        "n": n, "seeds": len(runs), "failed": failed, "mass_join_s": sim_s,
+        "one_join_s": one_s, "one_join_rounds": one_rounds, "log2n": log2n, "wall_s": real_s,
+        "gossip_interval_s": config.gossip_interval_s,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -84,6 +91,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=["lan", "local"], default="lan")
     parser.add_argument("--spread-s", type=float, default=0.0, help="stagger the starts")
     parser.add_argument("--with-10k", action="store_true", help="also 10,000 peers (slow)")
+    parser.add_argument("--json", type=Path, help="also write the rows here (for plot_scale.py)")
     args = parser.parse_args()
     config = SwimConfig.lan() if args.profile == "lan" else SwimConfig.local()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -103,9 +111,12 @@ def main() -> None:
         f"{'sim_s':>6} {'gossip':>6} {'g/lg2N':>6} | {'log2N':>5} | {'real_s':>8} "
         f"{'events/s':>8} {'pkts/N':>6}"
     )
+    rows = []
     for n in sizes:
         runs = [one_run(n, seed, config, args.spread_s) for seed in range(args.seeds)]
-        report(n, runs, config)
+        rows.append(report(n, runs, config))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"profile": args.profile, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
