@@ -45,9 +45,12 @@ from meshlite._agent_parse import (
     show,
 )
 from meshlite._agent_services import (
+    CHECK_SETTINGS,
     SERVICE_SETTINGS,
+    CheckDefinition,
     ServiceDefinition,
     check_unique_ids,
+    parse_checks,
     parse_services,
 )
 from meshlite.errors import ConfigError
@@ -68,7 +71,7 @@ DNS_PORT = 8600  # Consul's DNS port, so a resolver config written for Consul st
 _JOINED_FIELDS = frozenset({"join"})
 _MERGED_FIELDS = frozenset({"meta"})
 # Service definitions add up across files too; duplicate ids are an error (see merge).
-_APPENDED_FIELDS = frozenset({"services"})
+_APPENDED_FIELDS = frozenset({"services", "checks"})
 
 # Consul settings with no meshlite counterpart (yet): say so instead of "unknown setting".
 _CONSUL_HINTS = {
@@ -76,11 +79,9 @@ _CONSUL_HINTS = {
     "client_addr": 'use "http" and "dns" ("host:port") instead',
     "recursors": "meshlite's DNS answers its own domain only: forward just that domain to it",
     "dns_config": 'use "dns_ttl" (one TTL for every DNS answer)',
-    "ui": "the web UI is not available yet",
-    "ui_config": "the web UI is not available yet",
-    "ui_dir": "the web UI is not available yet",
-    "check": 'a check belongs inside a service definition: "service": {"check": ...}',
-    "checks": 'checks belong inside a service definition: "service": {"checks": [...]}',
+    "ui": "the web UI is always served at /ui/ with the HTTP API",
+    "ui_config": "the web UI is always served at /ui/ with the HTTP API",
+    "ui_dir": "the web UI's files ship in the package",
     "enable_local_script_checks": "script checks (args) in local files always run",
     "enable_script_checks": "script checks (args) in local files always run",
     "acl": 'use "http_token" (one token guards the HTTP API\'s writes)',
@@ -138,6 +139,9 @@ class AgentConfig:
     sources: tuple[str, ...] = ()  # the config files read, in order
     # "service"/"services" of every file, in reading order; registered once the mesh runs.
     services: tuple[ServiceDefinition, ...] = ()
+    # Top-level "check"/"checks" (node checks, or checks of a service by service_id),
+    # registered after the services.
+    checks: tuple[CheckDefinition, ...] = ()
 
     def mesh_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``meshlite.Mesh(...)``."""
@@ -189,13 +193,15 @@ def _unknown(source: str, name: str) -> AgentConfigError:
         return AgentConfigError(
             f'{source}: setting "{name}" is not supported by meshlite: {_CONSUL_HINTS[name]}'
         )
-    known = (*SETTINGS, *SERVICE_SETTINGS)
+    known = (*SETTINGS, *SERVICE_SETTINGS, *CHECK_SETTINGS)
     return AgentConfigError(f'{source}: unknown setting "{name}"{_suggest(name, known)}')
 
 
 def _parse(source: str, setting: str, value: Any) -> Fields:
     if setting in SERVICE_SETTINGS and source != "flags":
         return {"services": parse_services(setting, value, source)}
+    if setting in CHECK_SETTINGS and source != "flags":
+        return {"checks": parse_checks(setting, value)}
     if setting not in SETTINGS:
         raise _unknown(source, setting)
     return SETTINGS[setting](value)
@@ -350,6 +356,7 @@ def merge(layers: Sequence[Layer]) -> AgentConfig:
     """Fold layers (files in order, flags last) into one :class:`AgentConfig`."""
     f = _fold(layers)
     check_unique_ids(f.get("services", ()))
+    _check_check_definitions(f.get("checks", ()), f.get("services", ()))
     bind_port: int = f.get("bind_port", SERF_PORT)
     plain = ("name", "cluster", "server", "mdns", "mdns_publish", "profile", "log_level",
              "log_json", "dns_domain", "dns_ttl_s", "http_token", "http_token_reads",
@@ -366,4 +373,25 @@ def merge(layers: Sequence[Layer]) -> AgentConfig:
         dns=_address(f, "dns", DNS_PORT),
         sources=tuple(layer.source for layer in layers if layer.source != "flags"),
         services=f.get("services", ()),
+        checks=f.get("checks", ()),
     )
+
+
+def _check_check_definitions(
+    definitions: Sequence[CheckDefinition], services: Sequence[ServiceDefinition]
+) -> None:
+    """Each check id once, and a check's service_id names a service the files define."""
+    service_ids = {s.service_id for s in services}
+    seen: set[str] = set()
+    for d in definitions:
+        if d.service_id is not None and d.service_id not in service_ids:
+            raise AgentConfigError(
+                f'check "{d.id}": service_id "{d.service_id}" is not a service defined in the '
+                "config files (leave it out for a node check)"
+            )
+        if d.id in seen:
+            raise AgentConfigError(
+                f'check id "{d.id}" is defined twice in the config files; give one of them '
+                'another "id"'
+            )
+        seen.add(d.id)

@@ -57,9 +57,9 @@ from meshlite._health import (
 )
 from meshlite.errors import ConfigError
 
-__all__ = ["SERVICE_SETTINGS", "CheckDefinition", "ServiceDefinition", "check_unique_ids",
-           "load_service_dir", "parse_check_definition", "parse_services",
-           "preflight"]  # fmt: skip
+__all__ = ["CHECK_SETTINGS", "SERVICE_SETTINGS", "CheckDefinition", "ServiceDefinition",
+           "check_unique_ids", "load_service_dir", "parse_check_definition", "parse_checks",
+           "parse_services", "preflight"]  # fmt: skip
 
 SERVICE_SETTINGS = ("service", "services")
 
@@ -456,6 +456,24 @@ def parse_services(setting: str, value: Any, source: str | Path) -> tuple[Servic
     if not isinstance(value, list):
         raise BadValueError(f"must be a list of service tables, got {show(value)}", setting)
     return tuple(_service(item, f"{setting}[{i}]", path) for i, item in enumerate(value))
+
+
+CHECK_SETTINGS = ("check", "checks")
+
+
+def parse_checks(setting: str, value: Any) -> tuple[CheckDefinition, ...]:
+    """The definitions of one top-level ``"check"`` (a table) or ``"checks"`` (a list)
+    setting: checks registered by themselves, node checks unless they name a service_id.
+
+    Raises :class:`BadValueError` whose ``setting`` is the path of the bad value.
+    """
+    if setting == "check":
+        if isinstance(value, list):
+            raise BadValueError('must be one table; use "checks" for a list', setting)
+        return (parse_check_definition(value, setting),)
+    if not isinstance(value, list):
+        raise BadValueError(f"must be a list of check tables, got {show(value)}", setting)
+    return tuple(parse_check_definition(item, f"{setting}[{i}]") for i, item in enumerate(value))
 
 
 def check_unique_ids(definitions: Sequence[ServiceDefinition]) -> None:

@@ -35,7 +35,7 @@ from meshlite.errors import ConfigError
 if TYPE_CHECKING:
     from anyio import CancelScope
 
-    from meshlite._agent_services import ServiceDefinition
+    from meshlite._agent_services import CheckDefinition, ServiceDefinition
     from meshlite._core.events import MemberEvent
     from meshlite._mesh import Mesh
 
@@ -196,6 +196,7 @@ async def _agent(mesh: Mesh, cfg: AgentConfig, log: logging.Logger) -> None:
                 tg.start_soon(_stop_when_left, mesh, tg.cancel_scope, log)
                 _log_started(mesh, cfg, log)
                 await _register_services(mesh, cfg.services, log)
+                await _register_checks(mesh, cfg.checks, log)
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     extra = fields(event="signal", signal=name)
@@ -259,6 +260,17 @@ async def _register_services(
             source=str(d.source),
         )
         log.info("service registered", extra=info)
+
+
+async def _register_checks(
+    mesh: Mesh, definitions: Sequence[CheckDefinition], log: logging.Logger
+) -> None:
+    from meshlite._agent_log import fields
+
+    for d in definitions:
+        check_id = await mesh.register_check(d.check, **d.register_kwargs())
+        info = fields(event="check", id=check_id, service_id=d.service_id or "")
+        log.info("check registered", extra=info)
 
 
 async def _stop_when_left(mesh: Mesh, scope: CancelScope, log: logging.Logger) -> None:

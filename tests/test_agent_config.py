@@ -14,6 +14,7 @@ import pytest
 from meshlite._agent_config import AgentConfig, AgentConfigError, flags_layer, load_dir, load_file
 from meshlite._agent_config import merge as merge_layers
 from meshlite._crypto import generate_key
+from meshlite._health import ScriptCheck
 from meshlite._mesh import Mesh
 from meshlite.cli import agent_config, build_parser
 
@@ -461,3 +462,38 @@ def test_the_config_examples_in_the_docs_load(tmp_path: Path, fence: str) -> Non
     for i, block in enumerate(blocks):
         path = write(tmp_path, f"doc{i}.{fence}", block.split("```")[0])
         Mesh(**merge_layers([load_file(path)]).mesh_kwargs())
+
+
+def test_top_level_checks_are_node_checks_or_name_a_service(tmp_path: Path) -> None:
+    cfg = from_json(
+        tmp_path,
+        {
+            "service": {"name": "web", "port": 80},
+            "check": {"name": "disk", "ttl": "30s"},
+            "checks": [
+                {"id": "mem", "name": "memory", "args": ["true"], "interval": "10s"},
+                {"check_id": "web-up", "name": "web up", "tcp": "127.0.0.1:80",
+                 "interval": "5s", "service_id": "web"},
+            ],
+        },
+    )  # fmt: skip
+    assert [(c.id, c.service_id) for c in cfg.checks] == [
+        ("disk", None), ("mem", None), ("web-up", "web")
+    ]  # fmt: skip
+    assert cfg.checks[1].check == ScriptCheck(["true"], interval_s=10.0, name="memory")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"check": [{"name": "a", "ttl": "1s"}]}, 'use "checks" for a list'),
+        ({"checks": {"name": "a", "ttl": "1s"}}, "must be a list of check tables"),
+        ({"check": {"ttl": "1s"}}, "name"),
+        ({"check": {"name": "a", "ttl": "1s", "service_id": "nope"}},
+         'service_id "nope" is not a service defined in the config files'),
+        ({"checks": [{"name": "a", "ttl": "1s"}, {"name": "a", "ttl": "2s"}]},
+         'check id "a" is defined twice'),
+    ],
+)  # fmt: skip
+def test_bad_top_level_checks_are_refused(tmp_path: Path, data: Any, expected: str) -> None:
+    assert expected in error_of(tmp_path, data)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 DEADLINE_S = 60.0
@@ -340,3 +341,30 @@ def test_dev_mode_runs_a_fast_local_server_and_explicit_flags_still_win(
     agents.append(other)
     start = other.started()
     assert (start["server"], start["profile"]) == (False, "lan")
+
+
+def test_checks_from_a_config_file_are_registered_as_node_and_service_checks(
+    tmp_path: Path, agents: list[Agent]
+) -> None:
+    config = {
+        "node_name": "chk", "bind_addr": "127.0.0.1", "ports": {"serf_lan": 0, "http": 0},
+        "profile": "local",
+        "service": {"name": "web", "port": 80},
+        "check": {"name": "disk", "ttl": "30s"},
+        "checks": [{"id": "web-ttl", "name": "web ttl", "ttl": "30s", "service_id": "web"}],
+    }  # fmt: skip
+    (tmp_path / "agent.json").write_text(json.dumps(config))
+    agent = Agent("--config-file", str(tmp_path / "agent.json"))
+    agents.append(agent)
+    agent.wait_for(lambda ls: len([x for x in ls if x.get("event") == "check"]) == 2, "checks")
+    registered = {(x["id"], x["service_id"]) for x in agent.lines if x.get("event") == "check"}
+    assert registered == {("disk", ""), ("web-ttl", "web")}
+    http = agent.started()["http"]
+    checks = httpx.get(f"http://{http}/v1/agent/checks", timeout=10).json()
+    assert checks["disk"]["ServiceID"] == "" and checks["disk"]["Status"] == "critical"
+    assert checks["web-ttl"]["ServiceID"] == "web"
+    # The node check, critical until its TTL is passed, counts in the service's health.
+    passing = httpx.get(f"http://{http}/v1/health/service/web?passing", timeout=10).json()
+    assert passing == []
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(timeout=DEADLINE_S) == 0
