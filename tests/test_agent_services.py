@@ -374,8 +374,7 @@ def test_the_shipped_examples_load() -> None:
          '"service.check.notes" is not supported by meshlite (a check takes http, tcp, args'),
         ({"service": {"name": "a", "checks": {"ttl": "1s"}}},
          '"service.checks" must be a list of check tables'),
-        ({"check": {"ttl": "1s"}}, 'setting "check" is not supported by meshlite: a check '
-         "belongs inside a service definition"),
+        ({"check": {"ttl": "1s"}}, 'setting "check" needs "name" (the check\'s name)'),
         ({"servce": {"name": "a"}}, 'unknown setting "servce" (did you mean "service"?)'),
         ({"services": [{"name": "a"}, {"name": "a"}]},
          'service id "a" is already defined earlier in that file'),
