@@ -9,9 +9,11 @@ proposed), stamp it with the leader's ``time.time()`` (``kv_commands.stamp``) an
 for it to apply here (``RaftNode.propose``); a refused command (an unknown session)
 raises ``ConfigError`` with the state machine's reason.
 
-Reads follow Consul's consistency modes (``agent/consul/rpc.go`` ``blockingQuery`` and
+Reads, all through :meth:`KVApi.read` (``mesh.kv`` wraps it as ``get``/``list``/``keys``),
+follow Consul's consistency modes (``agent/consul/rpc.go`` ``blockingQuery`` and
 ``consistentRead``): ``"default"`` serves the leader's local state without a quorum
-round (it may be stale by the few milliseconds a deposed leader takes to notice);
+round (a deposed leader that has not noticed may answer stale: up to an election timeout
+after it lost its quorum, or as long as it was paused — docs/reliability.md);
 ``"consistent"`` runs ReadIndex first (thesis §6.4); ``"stale"`` serves any server's
 local state and reports its known lag (``commit - applied``).  With ``index=``, a read
 blocks until ``X-Consul-Index`` of what it reads (``KVStore.key_index`` or
@@ -29,7 +31,6 @@ import anyio
 import attrs
 
 from meshlite._core.kv import (
-    KVEntry,
     KVResult,
     KVStore,
     Session,
@@ -155,43 +156,7 @@ class KVApi:
         result = await self._write(cmd_session_renew(session_id))
         return result.session if result.ok else None
 
-    # ------------------------------------------------------------------ KV reads
-
-    async def get(
-        self,
-        key: str,
-        *,
-        consistency: Consistency = "default",
-        index: int | None = None,
-        wait_s: float | None = None,
-    ) -> KVRead[KVEntry | None]:
-        """Consul's ``GET /v1/kv/<key>``; with ``index``, block until the key changes."""
-        return await self.read("get", key, consistency=consistency, index=index, wait_s=wait_s)
-
-    async def list(
-        self,
-        prefix: str = "",
-        *,
-        consistency: Consistency = "default",
-        index: int | None = None,
-        wait_s: float | None = None,
-    ) -> KVRead[builtins.list[KVEntry]]:
-        """``?recurse``: every entry under ``prefix``, in key order."""
-        return await self.read("list", prefix, consistency=consistency, index=index, wait_s=wait_s)
-
-    async def keys(
-        self,
-        prefix: str = "",
-        separator: str | None = None,
-        *,
-        consistency: Consistency = "default",
-        index: int | None = None,
-        wait_s: float | None = None,
-    ) -> KVRead[builtins.list[str]]:
-        """``?keys&separator=``: keys under ``prefix``, cut after the separator."""
-        return await self.read(
-            "keys", prefix, separator, consistency=consistency, index=index, wait_s=wait_s
-        )
+    # ------------------------------------------------------------------ reads
 
     async def read(
         self,

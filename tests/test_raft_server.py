@@ -105,7 +105,7 @@ async def test_kv_api_on_three_servers(anyio_backend: str) -> None:
         assert follower.leader() == leader.name or follower.leader() is None
 
         assert await leader.put("cfg/feature", b"on", flags=7)
-        got = (await leader.get("cfg/feature")).value
+        got = (await leader.read("get", "cfg/feature")).value
         assert got is not None and got.value == b"on" and got.flags == 7
         assert not await leader.put("cfg/feature", b"x", cas=got.modify_index - 1)
         assert await leader.put("cfg/feature", b"off", cas=got.modify_index)
@@ -114,26 +114,27 @@ async def test_kv_api_on_three_servers(anyio_backend: str) -> None:
 
         for k in ("app/a/x", "app/a/y", "app/b", "app/c/z/w"):
             assert await leader.put(k, b"v")
-        assert (await leader.keys("app/", "/")).value == ["app/a/", "app/b", "app/c/"]
-        assert [e.key for e in (await leader.list("app/a/")).value] == ["app/a/x", "app/a/y"]
+        assert (await leader.read("keys", "app/", "/")).value == ["app/a/", "app/b", "app/c/"]
+        listed = (await leader.read("list", "app/a/")).value
+        assert [e.key for e in listed] == ["app/a/x", "app/a/y"]
         assert await leader.delete("app/", recurse=True)
-        assert (await leader.keys("app/")).value == []
+        assert (await leader.read("keys", "app/")).value == []
 
-        read = await leader.get("cfg/feature", consistency="consistent")
+        read = await leader.read("get", "cfg/feature", consistency="consistent")
         assert read.value is not None and read.value.value == b"off"
         assert read.leader == leader.name
 
         with pytest.raises(NotLeaderError):
             await follower.put("cfg/feature", b"no")
         with pytest.raises(NotLeaderError):
-            await follower.get("cfg/feature")
+            await follower.read("get", "cfg/feature")
         with pytest.raises(NotLeaderError):
-            await follower.get("cfg/feature", consistency="consistent")
+            await follower.read("get", "cfg/feature", consistency="consistent")
         with pytest.raises(ConfigError):
-            await leader.get("k", consistency="bogus")  # type: ignore[arg-type]
+            await leader.read("get", "k", consistency="bogus")  # type: ignore[arg-type]
 
         async def stale_off() -> bool:
-            r = await follower.get("cfg/feature", consistency="stale")
+            r = await follower.read("get", "cfg/feature", consistency="stale")
             return r.value is not None and r.value.value == b"off" and r.lag >= 0
 
         with anyio.fail_after(10):
@@ -147,11 +148,11 @@ async def test_kv_api_on_three_servers(anyio_backend: str) -> None:
 
 
 async def _blocking_reads(leader: RaftServer) -> None:
-    before = await leader.get("cfg/feature")
+    before = await leader.read("get", "cfg/feature")
     woken: list[bytes] = []
 
     async def waiter() -> None:
-        r = await leader.get("cfg/feature", index=before.index, wait_s=10)
+        r = await leader.read("get", "cfg/feature", index=before.index, wait_s=10)
         assert r.value is not None and r.index > before.index
         woken.append(r.value.value)
 
@@ -163,9 +164,9 @@ async def _blocking_reads(leader: RaftServer) -> None:
             assert await leader.put("cfg/feature", b"changed")
     assert woken == [b"changed"]
 
-    now = await leader.get("cfg/feature")
+    now = await leader.read("get", "cfg/feature")
     start = anyio.current_time()
-    timed_out = await leader.get("cfg/feature", index=now.index, wait_s=0.3)
+    timed_out = await leader.read("get", "cfg/feature", index=now.index, wait_s=0.3)
     assert anyio.current_time() - start >= 0.29
     assert timed_out.index == now.index
 
@@ -174,7 +175,7 @@ async def _txn_and_sessions(leader: RaftServer) -> None:
     result = await leader.txn([TxnOp("set", "t/a", b"1"), TxnOp("set", "t/b", b"2")])
     assert result.ok and len(result.results) == 2
     failed = await leader.txn([TxnOp("set", "t/c", b"3"), TxnOp("check-not-exists", "t/a")])
-    assert not failed.ok and (await leader.get("t/c")).value is None
+    assert not failed.ok and (await leader.read("get", "t/c")).value is None
     read = await leader.txn([TxnOp("get", "t/a")])
     assert read.ok and read.results[0].entry.value == b"1"
 
@@ -187,7 +188,7 @@ async def _txn_and_sessions(leader: RaftServer) -> None:
     assert await leader.session_destroy(session.id)
     assert not await leader.session_destroy(session.id)
     assert await leader.session_renew(session.id) is None
-    entry = (await leader.get("lock")).value
+    entry = (await leader.read("get", "lock")).value
     assert entry is not None and entry.session is None  # released by the destroy
     with pytest.raises(ConfigError):  # an unknown session cannot acquire
         await leader.put("lock", b"x", acquire=session.id)
@@ -216,7 +217,7 @@ async def test_data_dir_survives_a_full_restart_with_snapshots(
     async with cluster(dirs, threshold=50, fresh=False) as servers:
         assert all(s.core.log.snap_index >= 50 for s in servers)  # restored from snapshots
         leader = await elected(servers)
-        read = await leader.list("k/", consistency="consistent")
+        read = await leader.read("list", "k/", consistency="consistent")
         assert {e.key: e.value for e in read.value} == acked
         assert await leader.put("after", b"restart")
         await eventually(lambda: all(s.kv.get("after") is not None for s in servers), 10)
