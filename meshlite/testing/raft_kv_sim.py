@@ -171,19 +171,7 @@ class KVSim(RaftSim):
         return self._result(verdict)
 
     def _result(self, verdict: CheckResult) -> KVSimResult:
-        raft = SimResult(
-            seed=self.seed,
-            servers=len(self.names),
-            proposed=self.proposed,
-            acknowledged=len(self.acked),
-            reads_confirmed=self.reads_confirmed,
-            leaders=len(self.checker.leaders),
-            commit=self.checker.max_committed,
-            crashes=self.crashes,
-            checks=self.checker.checks,
-            events=self.events,
-            trace=self.trace(),
-        )
+        raft = self.result()
         ops = repr(self.workload.history.operations()).encode()
         return KVSimResult(
             raft,

@@ -110,6 +110,10 @@ class RaftSim(RaftCluster):
         self._heal_all()
         self._settle(duration_s + settle_s)
         self._final_checks()
+        return self.result()
+
+    def result(self) -> SimResult:
+        """What the run did, so far: the figures a test asserts on and the trace."""
         return SimResult(
             seed=self.seed,
             servers=len(self.names),
