@@ -23,7 +23,8 @@ nobody) and, answering at once, when the server closes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -35,7 +36,15 @@ from meshlite._http.context import Api, api_of
 from meshlite._http.errors import HttpError, query_duration_s, query_uint
 from meshlite._http.view import View
 
-__all__ = ["DEFAULT_WAIT_S", "MAX_WAIT_S", "Blocking", "blocking_json", "json_response"]
+__all__ = [
+    "DEFAULT_WAIT_S",
+    "MAX_WAIT_S",
+    "Blocking",
+    "blocking_json",
+    "hold",
+    "jittered_wait_s",
+    "json_response",
+]
 
 DEFAULT_WAIT_S = 300.0  # Consul's default ?wait
 MAX_WAIT_S = 600.0  # Consul's cap: a longer ?wait is cut to this
@@ -80,23 +89,30 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def _hold(request: Request, api: Api, blocking: Blocking) -> None:
-    """Wait for a change past ``blocking.index``, the timeout, a disconnect or close."""
-    timeout_s = blocking.wait_s + api.rng.uniform(0, blocking.wait_s / JITTER_FRACTION)
+def jittered_wait_s(api: Api, blocking: Blocking) -> float:
+    """``?wait`` plus Consul's random stagger of up to ``wait / JITTER_FRACTION``."""
+    return blocking.wait_s + api.rng.uniform(0, blocking.wait_s / JITTER_FRACTION)
+
+
+async def hold(
+    request: Request, api: Api, wait: Callable[[], Awaitable[object]], timeout_s: float = math.inf
+) -> None:
+    """Run ``wait()`` until it returns, ``timeout_s`` passes, the client disconnects or the
+    server closes (``api.stop_waits``), whichever is first.  ``wait`` must not raise."""
     with anyio.move_on_after(timeout_s) as scope:
         api.waits.add(scope)
         try:
             async with anyio.create_task_group() as tg:
 
-                async def changed() -> None:
-                    await api.services.wait_changed(blocking.index)
+                async def done() -> None:
+                    await wait()
                     tg.cancel_scope.cancel()
 
                 async def gone() -> None:
                     await _until_disconnected(request)
                     tg.cancel_scope.cancel()
 
-                tg.start_soon(changed)
+                tg.start_soon(done)
                 tg.start_soon(gone)
         finally:
             api.waits.discard(scope)
@@ -121,6 +137,7 @@ async def blocking_json(
     api = api_of(request)
     blocking = Blocking.from_request(request)
     if blocking.index and blocking.index == api.services.directory.index and not api.closing:
-        await _hold(request, api, blocking)
+        changed = lambda: api.services.wait_changed(blocking.index)  # noqa: E731
+        await hold(request, api, changed, jittered_wait_s(api, blocking))
     view = api.view()
     return json_response(request, render(view), status, index_headers(api, view.index))

@@ -34,12 +34,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from starlette.requests import Request
 
 from meshlite._addr import format_hostport
 from meshlite._duration import format_duration
-from meshlite._http.blocking import JITTER_FRACTION, Blocking, _until_disconnected
+from meshlite._http.blocking import Blocking, hold, jittered_wait_s
 from meshlite._http.context import LeaderInfo, RaftStatus, api_of
 from meshlite._http.errors import HttpError
 from meshlite.errors import ConfigError, NoLeaderError, OutcomeUnknownError
@@ -98,28 +97,16 @@ async def blocking_read(request: Request, blocking: Blocking, read: Reader) -> K
     if not blocking.index or api.closing:
         with store_errors():
             return await read(None, None)
-    wait_s = blocking.wait_s + api.rng.uniform(0, blocking.wait_s / JITTER_FRACTION)
+    wait_s = jittered_wait_s(api, blocking)
     outcome: list[KVRead[Any] | Exception] = []
-    with anyio.CancelScope() as scope:
-        api.waits.add(scope)
+
+    async def held() -> None:  # the read bounds its own wait
         try:
-            async with anyio.create_task_group() as tg:
+            outcome.append(await read(blocking.index, wait_s))
+        except Exception as exc:  # re-raised below, not as an exception group
+            outcome.append(exc)
 
-                async def held() -> None:
-                    try:
-                        outcome.append(await read(blocking.index, wait_s))
-                    except Exception as exc:  # re-raised below, not as an exception group
-                        outcome.append(exc)
-                    tg.cancel_scope.cancel()
-
-                async def gone() -> None:
-                    await _until_disconnected(request)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(held)
-                tg.start_soon(gone)
-        finally:
-            api.waits.discard(scope)
+    await hold(request, api, held)
     with store_errors():
         if not outcome:  # the server is closing, or nobody is listening: answer now
             return await read(None, None)
