@@ -13,23 +13,17 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 
 import anyio
+from child_io import emit, stdin_closed
 
 from meshlite import Mesh, NoLeaderError, OutcomeUnknownError
 
 MAX_LIFETIME_S = 120.0  # a backstop far above any test's deadline
 
 
-def emit(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 async def main(name: str, join: str, key: str) -> None:
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stop = stdin_closed()
     async with Mesh(name, "127.0.0.1:0", join=[join], key=key, profile="local") as mesh:
         with anyio.move_on_after(MAX_LIFETIME_S):
             leader, i = None, 0

@@ -9,10 +9,10 @@ NAME T`` and release.  It stops when stdin closes.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 
 import anyio
+from child_io import emit, stdin_closed
 
 from meshlite import Mesh
 
@@ -20,14 +20,8 @@ HOLD_S = 0.3
 MAX_LIFETIME_S = 120.0
 
 
-def emit(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 async def main(name: str, join: str, key: str) -> None:
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stop = stdin_closed()
     async with Mesh(name, "127.0.0.1:0", join=[join], key=key, profile="local") as mesh:
         with anyio.move_on_after(MAX_LIFETIME_S):
             while mesh.leader() is None:

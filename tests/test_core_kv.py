@@ -8,6 +8,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import msgpack_values
 
 from meshlite._core.kv import KVStore
 from meshlite._core.kv_commands import (
@@ -416,20 +417,8 @@ def test_every_builder_decodes() -> None:
         decode_command(command)
 
 
-_msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.text(max_size=8)
-    | st.binary(max_size=8),
-    lambda inner: st.lists(inner, max_size=7) | st.dictionaries(st.text(max_size=3), inner),
-    max_leaves=20,
-)
-
-
 @settings(max_examples=400)
-@given(st.one_of(st.binary(max_size=64), _msgpack_values.map(msgpack.packb)))
+@given(st.one_of(st.binary(max_size=64), msgpack_values.map(msgpack.packb)))
 def test_garbage_commands_never_raise(data: bytes) -> None:
     s = Store()
     s(cmd_put("k", b"v"))

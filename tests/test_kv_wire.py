@@ -8,6 +8,7 @@ import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import msgpack_values
 
 from meshlite._core.kv import KVEntry, KVResult, Session, TxnOp
 from meshlite._core.kv_types import TxnError, TxnResult
@@ -66,20 +67,9 @@ def test_garbage_calls_only_raise_decode_error(data: bytes) -> None:
         decode_call(data)
 
 
-json_like = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.text(max_size=8)
-    | st.binary(max_size=8),
-    lambda inner: st.lists(inner, max_size=6),
-    max_leaves=20,
-)
-
-
 @given(
-    st.sampled_from(["put", "delete", "txn", "session_create", "read", "state", "nope"]), json_like
+    st.sampled_from(["put", "delete", "txn", "session_create", "read", "state", "nope"]),
+    msgpack_values,
 )
 def test_well_formed_msgpack_with_wrong_shapes_only_raises_decode_error(
     method: str, args: object

@@ -9,12 +9,10 @@ and progress once the faults stop.  A failure prints ``replay with MESHLITE_SEED
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 
 import pytest
+from replays import outputs_under_hash_seeds
 
 from meshlite._core.raft import Entry, HardState, RaftConfig, Snapshot
 from meshlite._raft_storage import RaftStorage
@@ -89,15 +87,7 @@ def test_runs_replay_exactly_whatever_the_hash_seed() -> None:
         "from meshlite.testing.raft_sim import run_seed;"
         "print([run_seed(s, 5, duration_s=4.0) for s in (7, 8)])"
     )
-    outputs = set()
-    for hash_seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        done = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        outputs.add(done.stdout)
-    assert len(outputs) == 1
+    assert len(outputs_under_hash_seeds(code)) == 1
     assert run_seed(7, 5, duration_s=4.0) == run_seed(7, 5, duration_s=4.0)
 
 

@@ -10,11 +10,8 @@ indeterminate operations included, must be linearizable.  A failure prints
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
+from replays import outputs_under_hash_seeds
 
 from meshlite._core.kv import KVResult
 from meshlite._core.raft import Entry, RaftConfig
@@ -105,15 +102,7 @@ def test_same_seed_same_history_whatever_the_hash_seed() -> None:
         "from meshlite.testing.raft_kv_sim import run_kv_seed;"
         "print([run_kv_seed(s, n, duration_s=4.0) for s, n in ((3, 3), (4, 5))])"
     )
-    outputs = set()
-    for hash_seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        done = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        outputs.add(done.stdout)
-    assert len(outputs) == 1
+    assert len(outputs_under_hash_seeds(code)) == 1
     first, again = KVSim(3, 3), KVSim(3, 3)
     assert first.run_kv(duration_s=4.0) == again.run_kv(duration_s=4.0)
     assert first.workload.history.operations() == again.workload.history.operations()

@@ -9,14 +9,12 @@ that seed.
 from __future__ import annotations
 
 import math
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
 
 import attrs
 import pytest
+from replays import outputs_under_hash_seeds
 
 from meshlite._core.config import SwimConfig
 from meshlite._core.events import JoinRequested, MemberEventKind
@@ -302,19 +300,7 @@ def test_trace_does_not_depend_on_the_hash_seed() -> None:
     """A seed printed by CI must replay on a laptop: PYTHONHASHSEED (set iteration order)
     must not leak into the run."""
     code = "from tests.test_sim_swim import chaos_run; print(chaos_run(7, 20)[0])"
-    digests = set()
-    for hash_seed in ("0", "1", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        )
-        digests.add(out.stdout.strip())
+    digests = outputs_under_hash_seeds(code, ("0", "1", "12345"))
     assert len(digests) == 1, digests
 
 
