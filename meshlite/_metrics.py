@@ -101,7 +101,8 @@ def _raft(stats: dict[str, Any]) -> Iterable[Sample]:
         return
     for key, text in _RAFT_GAUGES.items():
         yield Sample(f"meshlite_raft_{key}", "gauge", text, stats[key])
-    yield Sample("meshlite_raft_leader", "gauge", "1 while this server leads", _is(stats, "leader"))
+    leads = 1 if stats.get("role") == "leader" else 0
+    yield Sample("meshlite_raft_leader", "gauge", "1 while this server leads", leads)
     voters = len(stats["voters"])
     yield Sample("meshlite_raft_voters", "gauge", "Voters in the configuration", voters)
     storage = stats["storage"]
@@ -120,10 +121,6 @@ def _raft(stats: dict[str, Any]) -> Iterable[Sample]:
             "meshlite_raft_dropped_total", "counter", "Raft messages dropped, by reason",
             count, (("reason", reason),),
         )  # fmt: skip
-
-
-def _is(stats: dict[str, Any], role: str) -> int:
-    return 1 if stats.get("role") == role else 0
 
 
 def _kv(mesh: Mesh) -> Iterable[Sample]:

@@ -110,7 +110,7 @@ def _parse(plaintext: bytes) -> tuple[int, int, bytes] | None:
     return int.from_bytes(plaintext[:4], "big"), plaintext[4], plaintext[MUX_HEADER_BYTES:]
 
 
-async def _frames(
+async def _next_frame(
     reader: BufferedByteReceiveStream, max_frame_bytes: int, open_frame: OpenFrame
 ) -> tuple[int, int, bytes] | None:
     """The next frame's (call id, status, body); None when it does not open or parse."""
@@ -211,7 +211,7 @@ async def serve_mux(
         tg.start_soon(close_when_idle)
         try:
             while True:
-                parsed = await _frames(reader, max_frame_bytes, open_frame)
+                parsed = await _next_frame(reader, max_frame_bytes, open_frame)
                 if parsed is None or parsed[1] != CALL:
                     break  # refused or malformed: close the connection
                 last = time.monotonic()
@@ -296,7 +296,7 @@ class MuxClient:
     async def _read(self) -> None:
         try:
             while True:
-                parsed = await _frames(self._reader, self._max, self._open)
+                parsed = await _next_frame(self._reader, self._max, self._open)
                 if parsed is None:
                     return
                 self._last_answer = time.monotonic()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -109,7 +110,7 @@ class HttpServer:
             log_level="warning",  # uvicorn's own loggers only: no "Started server" lines
             access_log=False,
             server_header=False,
-            timeout_graceful_shutdown=int(GRACEFUL_TIMEOUT_S) or 1,
+            timeout_graceful_shutdown=math.ceil(GRACEFUL_TIMEOUT_S),  # uvicorn takes whole s
         )
         server = _EmbeddedUvicorn(config)
 
