@@ -101,7 +101,7 @@ WATCH_LATE_SLACK_S = 0.1
 STRAGGLER_S = 2.0
 STAMP_SLACK_S = 0.05
 # Counters from Mesh.stats summarised at the end: how catalog news travelled.
-COUNTERS = ("user_delivered", "user_duplicates", "push_pulls", "push_pull_served",
+COUNTERS = ("user_delivered", "push_pulls", "push_pull_served",
             "drop_decode", "suspicions")  # fmt: skip
 
 

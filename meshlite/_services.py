@@ -266,20 +266,26 @@ class Services:
     # ------------------------------------------------------------------ from the network
 
     def on_broadcast(self, payload: bytes) -> None:
-        names, fixes = self.directory.on_broadcast(payload, anyio.current_time())
-        self._settle(names, fixes)
+        self._settle(*self.directory.on_broadcast(payload, anyio.current_time()))
 
-    def on_state(self, state: bytes, _join: bool) -> None:
-        names, fixes = self.directory.on_state(state, anyio.current_time())
-        self._settle(names, fixes)
+    def on_state(self, state: bytes, join: bool) -> None:
+        now = anyio.current_time()
+        names, fixes, relays = self.directory.on_state(state, now, relay=not join)
+        if relays:
+            log.debug("catalog: relaying %d records a push/pull brought as news", len(relays))
+        self._settle(names, fixes, relays)
 
     def on_member(self, event: MemberEvent) -> None:
         self._wake_names(self.directory.on_member(event))
 
-    def _settle(self, names: set[str], fixes: list[UserBroadcast]) -> None:
+    def _settle(
+        self, names: set[str], fixes: list[UserBroadcast], relays: list[UserBroadcast]
+    ) -> None:
         for fix in fixes:
             log.info("catalog: refuting a stale record about this peer's services")
             self._feed(fix)
+        for relay in relays:
+            self._feed(relay)
         self._wake_names(names)
 
     # ------------------------------------------------------------------ internals

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from meshlite._core.catalog import (
     MAX_RECORD_BYTES,
+    Applied,
     Catalog,
     Record,
     decode_record,
@@ -126,22 +127,36 @@ def test_owner_refutes_a_newer_stray_of_its_own_service() -> None:
     republishes its current record above it."""
     c = Catalog("a", first_version=10)
     mine = c.publish(live("a", "web-1", 0, port=8080), 0.0)
-    names, fix = c.apply(live("a", "web-1", 500, port=9999), 0.0)
-    assert names == set() and fix is not None
+    got = c.apply(live("a", "web-1", 500, port=9999), 0.0)
+    fix = got.correction
+    assert got.names == set() and fix is not None and not got.news
     assert fix.version > 500 and fix.port == 8080 and fix.version > mine.version
 
 
 def test_owner_tombstones_a_service_from_a_previous_life() -> None:
     c = Catalog("a", first_version=10)
-    _names, fix = c.apply(live("a", "old-1", 99), 0.0)
+    fix = c.apply(live("a", "old-1", 99), 0.0).correction
     assert fix is not None and fix.tombstone and fix.version > 99
-    assert c.apply(live("a", "old-1", 99), 0.0) == (set(), None)  # already refuted
+    assert c.apply(live("a", "old-1", 99), 0.0) == Applied(frozenset(), None, news=False)
 
 
 def test_echo_of_our_own_record_is_not_refuted() -> None:
     c = Catalog("a", first_version=10)
     mine = c.publish(live("a", "web-1", 0), 0.0)
-    assert c.apply(mine, 0.0) == (set(), None)
+    assert c.apply(mine, 0.0) == Applied(frozenset(), None, news=False)
+
+
+def test_only_newer_records_of_other_peers_are_news() -> None:
+    """News is what the directory relays: a stale or duplicate copy dies here."""
+    c = Catalog("me", 1)
+    assert c.apply(live("b", "web-1", 5), 0.0) == Applied(frozenset({"web"}), None, news=True)
+    assert not c.apply(live("b", "web-1", 5), 0.0).news  # the same copy again
+    assert not c.apply(live("b", "web-1", 4), 0.0).news  # older
+    assert c.apply(Record("b", "web-1", 6), 0.0).news  # a newer tombstone
+    c.forget_node("b")
+    assert c.apply(live("b", "web-1", 5), 0.0).news  # forgotten, so news again
+    _names, _fixes, news = c.merge_state([live("b", "web-1", 5), live("b", "web-2", 1)], 0.0)
+    assert [r.id for r in news] == ["web-2"]
 
 
 def test_tombstones_expire_and_forget_node_drops_everything() -> None:

@@ -369,25 +369,26 @@ def test_alive_with_our_incarnation_but_other_meta_is_refuted() -> None:
     assert me is not None and me.incarnation == 1 and me.meta == {"v": "1"}
 
 
-def test_user_messages_are_delivered_once_and_regossiped() -> None:
+def test_user_messages_are_delivered_every_time_and_never_relayed_by_the_core() -> None:
+    """Relaying is the application's decision (it knows what is news: gossip.py)."""
     core = make()
     with_peers(core, ("peer", PEER))
     first = core.handle(pkt("peer", User(b"x")), 1.0)
     again = core.handle(pkt("peer", User(b"x")), 1.1)
     assert [e for e in first if isinstance(e, UserMessage)] == [UserMessage(b"x")]
-    assert [e for e in again if isinstance(e, UserMessage)] == []
-    assert core.stats["user_duplicates"] == 1
+    assert [e for e in again if isinstance(e, UserMessage)] == [UserMessage(b"x")]
+    assert core.stats["user_delivered"] == 2
     _, msgs = sent(core.handle(pkt("peer", Ping(1, "me", "peer", PEER)), 1.2))[0]
+    assert User(b"x") not in msgs  # nothing queued to relay
+    core.handle(UserBroadcast("k", b"x"), 1.3)  # the application relays it
+    _, msgs = sent(core.handle(pkt("peer", Ping(2, "me", "peer", PEER)), 1.4))[0]
     assert User(b"x") in msgs  # piggybacked on the ack
 
 
-def test_our_own_user_broadcast_is_not_delivered_back_to_us() -> None:
+def test_a_newer_user_broadcast_replaces_the_queued_one_of_its_key() -> None:
     core = make()
     core.handle(UserBroadcast("k", b"v1"), 1.0)
     core.handle(UserBroadcast("k", b"v2"), 1.0)  # replaces v1 in the queue
-    echoed = core.handle(pkt("peer", User(b"v2")), 1.1)
-    assert not any(isinstance(e, UserMessage) for e in echoed)
-    assert core.stats["user_duplicates"] == 1
     _, msgs = sent(core.handle(pkt("peer", Ping(1, "me", "peer", PEER)), 1.2))[0]
     assert User(b"v2") in msgs and User(b"v1") not in msgs
 

@@ -24,8 +24,7 @@ This is memberlist's ``TransmitLimitedQueue`` (``queue.go``):
   because a broadcast that has already gone out many times is the one the cluster is
   most likely to have heard; push/pull anti-entropy repairs whatever was lost.
 
-:class:`RecentSet` is the bounded memory of payload digests used to deliver each user
-broadcast once.
+:class:`RecentSet` is a bounded memory of recently seen keys (warnings already logged, say).
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ its own services* — makes replication conflict-free:
   datagram spreads piecewise, and a newer version of a key replaces the queued older one
   on its owner); push/pull carries the whole catalog (:meth:`encode_state`), so a late
   joiner or a peer that missed packets converges at the next exchange.
+  Relaying is ours, not SWIM's (``gossip.py``): :meth:`apply` says whether a record was
+  *news* — another peer's, newer than what we held — and only news is gossiped on, so
+  stale or duplicate copies die at the first peer that has better.  News in a push/pull
+  is relayed too (outside a join, up to a bound: ``directory.py``), so records the rest of
+  the mesh lost — a member's, after the others reaped it during a partition — spread
+  from the first peer that pulls them instead of waiting for every peer's own push/pull.
 * Versions start at the owner's wall clock in microseconds (``first_version``) and count
   up, so a restarted owner normally outranks its previous life.  When it does not (the
   clock stepped back), the owner *refutes*, as SWIM refutes suspicion: a record about
@@ -46,6 +52,7 @@ from meshlite._core.wire_checks import check_meta, check_name, check_str, check_
 
 __all__ = [
     "MAX_RECORD_BYTES",
+    "Applied",
     "Catalog",
     "Record",
     "decode_record",
@@ -231,16 +238,15 @@ class Catalog:
 
     # ------------------------------------------------------------------ replication
 
-    def apply(self, record: Record, now: float) -> tuple[set[str], Record | None]:
-        """Merge one received record: (the names of services whose instances changed, a
-        correction to broadcast when the record is a stray about ourselves)."""
+    def apply(self, record: Record, now: float) -> Applied:
+        """Merge one received record (see :class:`Applied`)."""
         if record.node == self.node:
-            return set(), self._refute(record, now)
+            return Applied(frozenset(), self._refute(record, now), news=False)
         current = self._records.get(record.key)
         if current is not None and not _newer(record, current):
-            return set(), None
+            return _NOTHING
         self._store(record, now)
-        return _names(current, record), None
+        return Applied(frozenset(_names(current, record)), None, news=True)
 
     def _refute(self, record: Record, now: float) -> Record | None:
         mine = self._own.get(record.id)
@@ -258,16 +264,22 @@ class Catalog:
         self._store(corrected, now)
         return corrected
 
-    def merge_state(self, records: Iterable[Record], now: float) -> tuple[set[str], list[Record]]:
-        """Merge a push/pull state: (names of services that changed, corrections)."""
+    def merge_state(
+        self, records: Iterable[Record], now: float
+    ) -> tuple[set[str], list[Record], list[Record]]:
+        """Merge a push/pull state: (names of services that changed, corrections, and the
+        other peers' records that were news here)."""
         changed: set[str] = set()
         corrections: list[Record] = []
+        news: list[Record] = []
         for record in records:
-            names, correction = self.apply(record, now)
-            changed |= names
-            if correction is not None:
-                corrections.append(correction)
-        return changed, corrections
+            got = self.apply(record, now)
+            changed |= got.names
+            if got.correction is not None:
+                corrections.append(got.correction)
+            if got.news:
+                news.append(record)
+        return changed, corrections, news
 
     def encode_state(self) -> bytes:
         data: bytes = msgpack.packb(
@@ -321,6 +333,18 @@ class Catalog:
         del same_name[record.key]
         if not same_name:
             del self._by_name[record.name]
+
+
+@attrs.frozen
+class Applied:
+    """What merging one received record did."""
+
+    names: frozenset[str]  # services whose instances changed
+    correction: Record | None  # ours to broadcast: the record was a stray about us
+    news: bool  # another peer's record, newer than what we held: worth relaying
+
+
+_NOTHING = Applied(frozenset(), None, news=False)
 
 
 def _newer(a: Record, b: Record) -> bool:

@@ -10,6 +10,10 @@ own publish/withdraw) or a node's SWIM status (a node that is dead, left or unkn
 all its instances out, as Consul's ``serfHealth`` check does).  Tag filters are computed on
 first use and cached until that name changes.
 
+Records from the network come back with what to broadcast: corrections (a stray record
+about our own services, refuted) and relays (another peer's record that was news here —
+SWIM leaves relaying to us, see ``catalog.py``).
+
 Every input returns the set of names whose results really changed; the I/O layer wakes
 ``watch()`` subscribers of those names only, so a watcher never wakes for a duplicate
 broadcast or a change to another service.
@@ -33,7 +37,13 @@ from meshlite._core.events import MemberEvent, MemberEventKind, UserBroadcast
 from meshlite._core.wire import DecodeError
 from meshlite._health import Instance, Status
 
-__all__ = ["Directory", "broadcast_for", "instance_of"]
+__all__ = ["MAX_RELAYED_PER_STATE", "Directory", "broadcast_for", "instance_of"]
+
+# Records a peer re-gossips from one push/pull (see Directory.on_state).  Each costs what
+# a fresh registration costs the mesh; after a heal where two sides reaped each other,
+# both sides' catalogs are news across the cut, and this bounds the burst per exchange to
+# a few nodes' worth of services (the rest arrive by push/pull, and are relayed by then).
+MAX_RELAYED_PER_STATE = 64
 
 _DOWN = frozenset({MemberEventKind.DEAD, MemberEventKind.LEFT, MemberEventKind.REAP})
 _GONE = frozenset({MemberEventKind.LEFT, MemberEventKind.REAP})
@@ -94,28 +104,46 @@ class Directory:
         self.index += 1  # the node list or a node's health changed, whatever the names did
         return self._reindex(names)
 
-    def on_broadcast(self, payload: bytes, now: float) -> tuple[set[str], list[UserBroadcast]]:
-        """A record gossiped to us: (changed names, corrections to broadcast)."""
+    def on_broadcast(
+        self, payload: bytes, now: float
+    ) -> tuple[set[str], list[UserBroadcast], list[UserBroadcast]]:
+        """A record gossiped to us: (changed names, corrections to broadcast, the record to
+        relay if it was news here)."""
         try:
             record = decode_record(payload)
         except DecodeError:
             self.drops += 1
-            return set(), []
-        names, correction = self.catalog.apply(record, now)
-        fixes = [] if correction is None else [broadcast_for(correction)]
-        return self._reindex(names | _own_names(correction)), fixes
+            return set(), [], []
+        got = self.catalog.apply(record, now)
+        fixes = [] if got.correction is None else [broadcast_for(got.correction)]
+        relays = [broadcast_for(record)] if got.news else []
+        return self._reindex(set(got.names) | _own_names(got.correction)), fixes, relays
 
-    def on_state(self, state: bytes, now: float) -> tuple[set[str], list[UserBroadcast]]:
-        """A whole catalog from push/pull: (changed names, corrections to broadcast)."""
+    def on_state(
+        self, state: bytes, now: float, *, relay: bool = False
+    ) -> tuple[set[str], list[UserBroadcast], list[UserBroadcast]]:
+        """A whole catalog from push/pull: (changed names, corrections to broadcast, other
+        peers' records to relay).
+
+        The relays are, with ``relay`` (an exchange that is not a join), up to
+        :data:`MAX_RELAYED_PER_STATE` of the other peers' records that were news here.
+        Gossip delivered everything else this exchange carried to every peer, so news in a
+        periodic or reconnect push/pull most likely means the rest of the mesh lacks it
+        too: typically a member's services, forgotten while it was cut off and reaped.
+        Relaying them makes those services return within gossip rounds of the member
+        (instead of as every peer's own push/pull reaches them, up to minutes).  A joiner
+        relays nothing: the whole catalog is news to it, and to nobody else.
+        """
         try:
             records = decode_state(state)
         except DecodeError:
             self.drops += 1
-            return set(), []
-        names, corrections = self.catalog.merge_state(records, now)
+            return set(), [], []
+        names, corrections, news = self.catalog.merge_state(records, now)
         for c in corrections:
             names |= _own_names(c)
-        return self._reindex(names), [broadcast_for(c) for c in corrections]
+        relays = [broadcast_for(r) for r in news[:MAX_RELAYED_PER_STATE]] if relay else []
+        return self._reindex(names), [broadcast_for(c) for c in corrections], relays
 
     def publish(self, record: Record, now: float) -> tuple[set[str], UserBroadcast]:
         """Our own service, new or changed (health included)."""

@@ -193,7 +193,7 @@ class MemberChanged:
 
 @attrs.frozen
 class UserMessage:
-    """A user broadcast from another peer arrived (first time seen by this peer)."""
+    """A user broadcast arrived (every copy: the application dedups, and relays news)."""
 
     payload: bytes
 

@@ -24,20 +24,23 @@ Every ``gossip_interval_s`` we also send a datagram of pure broadcasts to
 ``gossip_to_the_dead_s`` (memberlist ``gossip``: telling the "dead" lets a partitioned
 member learn it and refute).
 
-User broadcasts ride the same queue.  A relay cannot know the sender's user key (the
-``User`` message carries only the payload), so received ones are queued under their
-digest and deduplicated by digest: delivered to the application once, re-gossiped once.
+User broadcasts ride the same queue, under the application's key.  Every ``User``
+message received is delivered, and none is relayed by the core: as with memberlist's
+``NotifyMsg``/``GetBroadcasts`` under Serf, the application decides what is news and
+broadcasts it on (the catalog relays a record it stored: ``directory.py``).  Deduplication
+then follows the application's state rather than a bounded memory of digests — a record
+forgotten with its reaped node is news again when the node comes back, and an older
+version that arrives after a newer one is dropped instead of re-gossiped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections import Counter
 
 from meshlite._core.awareness import Awareness
-from meshlite._core.broadcasts import RecentSet, TransmitLimitedQueue
+from meshlite._core.broadcasts import TransmitLimitedQueue
 from meshlite._core.config import SwimConfig
 from meshlite._core.events import MemberEventKind, Status, UserMessage
 from meshlite._core.members import IGNORED, Entry, MemberTable, Verdict
@@ -46,16 +49,8 @@ from meshlite._core.probe import Prober
 from meshlite._core.suspicion import Suspicion, suspicion_params
 from meshlite._core.wire import Alive, Dead, Message, NodeState, Suspect, User, encode_message
 
-__all__ = ["RECENT_USER_MESSAGES", "Gossip"]
+__all__ = ["Gossip"]
 
-# Digests of user broadcasts seen.  A broadcast circulates for about
-# retransmit_limit / gossip_nodes gossip ticks per hop and O(log n) hops — seconds.  The
-# set must outlive that: 4,096 digests cover ~1,000 distinct broadcasts per second
-# cluster-wide for 4 s.  Beyond that a payload may be delivered twice (the catalog layer
-# versions its updates, so a duplicate is harmless); memory stays bounded whatever
-# peers send (16-byte digests: ~0.3 MiB).
-RECENT_USER_MESSAGES = 4096
-_DIGEST_BYTES = 16
 # Incarnations only grow by refutations and meta changes: no honest peer gets near 2**48
 # (a refutation a second for nine million years).  Bigger numbers are hostile or corrupt,
 # and would let one message push ours to the wire format's 2**64 ceiling: dropped.
@@ -92,7 +87,6 @@ class Gossip:
         # min(deadline_s) of the suspicions, None once a change made it stale: asked after
         # every input, it must not cost a walk over every suspect of a large mesh.
         self._next_suspicion_s: float | None = math.inf
-        self._recent_user = RecentSet(RECENT_USER_MESSAGES)
         self.next_gossip_s = now + rng.uniform(0.0, config.gossip_interval_s)
 
     # ------------------------------------------------------------------ membership news
@@ -229,18 +223,12 @@ class Gossip:
     # ------------------------------------------------------------------ user messages
 
     def user_broadcast(self, key: str, payload: bytes) -> None:
-        """Our own broadcast: remembered (it will come back to us) and queued by key."""
-        self._recent_user.add(_digest(payload))
+        """The application's broadcast (its own news, or news it relays), queued by key."""
         self.broadcast("user:" + key, User(payload))
 
     def on_user(self, msg: User, out: Outbox) -> None:
-        digest = _digest(msg.payload)
-        if not self._recent_user.add(digest):
-            self._stats["user_duplicates"] += 1
-            return
         self._stats["user_delivered"] += 1
         out.emit(UserMessage(msg.payload))
-        self.broadcast("user#" + digest.hex(), msg)
 
     # ------------------------------------------------------------------ gossip tick
 
@@ -267,7 +255,3 @@ class Gossip:
             return True
         keep_s = self._cfg.gossip_to_the_dead_s
         return entry.status == Status.DEAD and now - entry.state_change_s <= keep_s
-
-
-def _digest(payload: bytes) -> bytes:
-    return hashlib.blake2b(payload, digest_size=_DIGEST_BYTES).digest()
