@@ -2,7 +2,7 @@
 
     sudo python benchmarks/chaos.py --duration-s 1800 --hosts 5 --seed S
         [--fault-min-s 5] [--fault-max-s 30] [--gap-max-s 10] [--kinds K,K,...]
-        [--out-dir benchmarks/results] [--keep-logs]
+        [--out-dir benchmarks/results] [--keep-logs] [--delay-via auto|netem|nfqueue]
 
 Theory of operation
 -------------------
@@ -13,11 +13,13 @@ others clients; ``lan`` profile, encrypted) and a worker driving its agent's HTT
 KV puts, default and ``?consistent`` reads and CAS on a few keys, three lock
 contenders, membership and discovery observers.  For ``--duration-s`` a seeded RNG
 draws a fault kind (partitions of one host, a minority, a majority, asymmetric, packet
-loss, netem delay/reordering where the kernel has ``sch_netem``, SIGSTOP, SIGKILL and
-restart), aims it at the leader, the lock holder or a random host, keeps it 5-30 s,
-heals it, waits until the mesh is whole again (at most 90 s), pauses 1-10 s, and draws
-again.  Then the workloads stop, every key is read back, every process and namespace
-goes, and the checkers of ``tests/chaos/checkers.py`` judge the recording.
+loss, delay/reordering — by netem where the kernel has ``sch_netem``, else by
+``tests/chaos/nfq_delay.py`` in user space through NFQUEUE (``--delay-via`` forces one;
+the summary's ``delay_mechanism`` says which ran) — SIGSTOP, SIGKILL and restart),
+aims it at the leader, the lock holder or a random host, keeps it 5-30 s, heals it,
+waits until the mesh is whole again (at most 90 s), pauses 1-10 s, and draws again.
+Then the workloads stop, every key is read back, every process and namespace goes, and
+the checkers of ``tests/chaos/checkers.py`` judge the recording.
 
 Printed and written to ``--out-dir/chaos-<UTC time>.json``: faults by kind, operations
 recorded, linearizability per key (writes + CAS + consistent reads; and with default
@@ -41,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # before benchmarks/: `chaos` is tests/chaos
 
 from chaos.bed import BedConfig  # noqa: E402
-from chaos.faults import KINDS, ChaosUnavailableError  # noqa: E402
+from chaos.faults import DELAY_MECHANISMS, KINDS, ChaosUnavailableError  # noqa: E402
 from chaos.scenario import Plan, evaluate, run  # noqa: E402
 from netns import NetnsUnavailableError  # noqa: E402
 
@@ -74,6 +76,12 @@ def main() -> int:
     ap.add_argument("--kinds", type=lambda s: s.split(","), default=list(KINDS))
     ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument(
+        "--delay-via",
+        choices=("auto", *DELAY_MECHANISMS),
+        default="auto",
+        help="delay/reorder by netem, by the NFQUEUE injector, or netem where it works",
+    )
     args = ap.parse_args()
     if unknown := set(args.kinds) - set(KINDS):
         ap.error(f"unknown fault kinds {sorted(unknown)}; known: {','.join(KINDS)}")
@@ -90,6 +98,7 @@ def main() -> int:
             # workers stop by themselves past this: after the last fault and the checks
             BedConfig(max_lifetime_s=args.duration_s + 900.0),
             log=lambda line: print(f"{time.monotonic() - began:7.1f}s {line}", flush=True),
+            delay_via=args.delay_via,
         )
     except (NetnsUnavailableError, ChaosUnavailableError) as exc:
         print(f"skipped: {exc}")
@@ -125,6 +134,7 @@ def report(s: dict[str, object], problems: list[str]) -> None:
         f"run {s['run_s']} s on {s['hosts']} hosts (bed up in {s['startup_s']} s)",
         f"faults injected by kind: {s['faults_by_kind']}",
         f"faults skipped: {s['faults_skipped'] or 'none'}",
+        f"delay/reorder by: {s['delay_mechanism'] or 'not injected'}",
         f"operations recorded: {kv['operations']} ({kv['by_status']})",
         f"histories checked: {kv['keys']} keys; writes+CAS+consistent reads linearizable: "
         f"{kv['strict_linearizable']} (per key: {_count(strict)})",

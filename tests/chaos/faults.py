@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 Every fault acts inside the namespaces, never in the test's own: packet filters are
 ``iptables`` rules in a host's ``filter`` table (each namespace has its own), traffic
-shaping is ``tc qdisc ... netem`` on a host's ``eth0``, and process faults are signals
-to an agent's pid.  Partitions drop on ``INPUT`` by source address (``-s 10.200.0.K``),
+shaping is ``tc qdisc ... netem`` on a host's ``eth0`` — or, where the kernel has no
+``sch_netem``, the same netem spec run in user space by ``nfq_delay.py`` through an
+``NFQUEUE`` rule on the host's ``eth0`` egress — and process faults are signals to an
+agent's pid.  Partitions drop on ``INPUT`` by source address (``-s 10.200.0.K``),
 so the loopback path between a worker and its own agent is never touched.
 
 ==================  =====================================================  ==============
@@ -21,8 +23,10 @@ asymmetric          host A drops B's packets; B still receives A's
 loss                one host drops P of its eth0 packets, in and out
                     (``-m statistic --mode random --probability P``)
 delay, reorder      ``netem delay`` / ``netem delay ... reorder`` on one   ``tc qdisc del``
-                    host's eth0 (skipped where the kernel has no
-                    ``sch_netem``: :func:`netem_unavailable` says why)
+                    host's eth0; where the kernel has no ``sch_netem``,    / the injector
+                    ``nfq_delay.py`` (NFQUEUE, user space) runs the same   stops and
+                    spec on its eth0 egress (:func:`delay_mechanism`;      removes its
+                    skipped only where neither works)                      rule
 pause               SIGSTOP to one host's agent and its worker (a frozen   SIGCONT
                     VM: a lock holder there still believes it holds)
 crash               SIGKILL of one host's agent                            a restart, same
@@ -39,15 +43,20 @@ checkers excuse what a window explains and nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import attrs
-from netns import Host
+from netns import Host, LineProcess
 
 from .bed import Bed
 
@@ -62,6 +71,14 @@ NETEM_SPEC = {
     "delay": ["delay", "100ms", "40ms"],
     "reorder": ["delay", "20ms", "reorder", "25%", "50%"],
 }
+# How delay and reorder are injected: the kernel's netem, or nfq_delay.py in user space.
+DELAY_MECHANISMS = ("netem", "nfqueue")
+NFQ_DELAY = Path(__file__).resolve().with_name("nfq_delay.py")
+NFQ_START_TIMEOUT_S = 15.0  # a Python start on a loaded 2-core machine, then iptables
+NFQ_STOP_TIMEOUT_S = 15.0  # its stop: the rule, 0.2 s of quiet, what it holds (< 0.2 s)
+# An injector's own bound, for one orphaned by a killed run (a heal stops it long before;
+# it also stops when its stdin closes, i.e. when the test process goes).
+NFQ_LIFETIME_S = 3600.0
 
 
 @attrs.frozen
@@ -120,6 +137,37 @@ def netem_unavailable(host: Host) -> str | None:
         return f"the kernel cannot run netem here: {exc}"
     host.run(["tc", "qdisc", "del", "dev", "eth0", "root"])
     return None
+
+
+def nfqueue_unavailable(host: Host) -> str | None:
+    """Why ``nfq_delay.py`` cannot run in ``host``'s namespace (no ``fnfqueue`` package,
+    no NFQUEUE support in the kernel or iptables), or None if it can."""
+    if importlib.util.find_spec("fnfqueue") is None:
+        return "the fnfqueue package is not installed (pip install fnfqueue)"
+    if shutil.which("iptables") is None:
+        return "iptables is not installed"
+    try:
+        host.run([sys.executable, str(NFQ_DELAY), "--check"], timeout_s=NFQ_START_TIMEOUT_S)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        return f"the NFQUEUE injector cannot run here: {exc}"
+    return None
+
+
+def delay_mechanism(host: Host, want: str = "auto") -> tuple[str | None, dict[str, str]]:
+    """How delay and reorder faults can run in ``host``'s namespace: ``netem`` where the
+    kernel has it, else ``nfqueue`` (``want``: ``auto``, or one of
+    :data:`DELAY_MECHANISMS` to use that one only); and, for each mechanism tried that
+    cannot run, why.  None: no mechanism works (the reasons say why for each)."""
+    if want not in ("auto", *DELAY_MECHANISMS):
+        raise ValueError(f"unknown delay mechanism {want!r}; known: auto, {DELAY_MECHANISMS}")
+    checks = {"netem": netem_unavailable, "nfqueue": nfqueue_unavailable}
+    reasons: dict[str, str] = {}
+    for name in DELAY_MECHANISMS if want == "auto" else (want,):
+        reason = checks[name](host)
+        if reason is None:
+            return name, reasons
+        reasons[name] = reason
+    return None, reasons
 
 
 def run_all(commands: Sequence[tuple[Host, Sequence[str]]], timeout_s: float = 20.0) -> None:
@@ -212,6 +260,8 @@ class Loss:
 class Netem:
     """``tc qdisc add dev eth0 root netem <spec>`` on ``host`` (``delay`` or ``reorder``)."""
 
+    mechanism = "netem"
+
     def __init__(self, bed: Bed, kind: str, host: int) -> None:
         self.bed, self.kind, self.host = bed, kind, host
 
@@ -226,6 +276,81 @@ class Netem:
         name = self.bed.names[self.host]
         detail = f"{name} netem {' '.join(NETEM_SPEC[self.kind])}"
         return FaultWindow(self.kind, start, end, impaired=frozenset({name}), detail=detail)
+
+
+class NfqDelay:
+    """The netem spec of ``kind`` run by ``nfq_delay.py`` on ``host``'s eth0 egress, for
+    kernels without ``sch_netem``.  The injector owns its iptables rule: inject waits
+    until it reports ``ready`` (rule in place); heal closes its stdin, and it removes the
+    rule and releases every packet it holds before it exits.  Heal then makes sure: a
+    hung injector is killed, and a rule it left behind is deleted."""
+
+    mechanism = "nfqueue"
+
+    def __init__(self, bed: Bed, kind: str, host: int) -> None:
+        self.bed, self.kind, self.host = bed, kind, host
+        self.proc: LineProcess | None = None
+        self.counts: dict[str, Any] = {}
+
+    def inject(self) -> None:
+        h = self.bed.hosts[self.host]
+        args = [sys.executable, str(NFQ_DELAY), *NETEM_SPEC[self.kind]]
+        args += ["--max-lifetime-s", str(NFQ_LIFETIME_S)]
+        args += ["--seed", str(self.bed.rng.randrange(1 << 30))]
+        self.proc = LineProcess(h, args)
+        if self.proc.wait_for(lambda line: '"ready"' in line, NFQ_START_TIMEOUT_S) is None:
+            raise RuntimeError(
+                f"the NFQUEUE injector did not start on {self.bed.names[self.host]}:\n"
+                + self.proc.output()[-2000:]
+            )
+
+    def heal(self) -> None:
+        if self.proc is None:
+            return
+        code = self.proc.stop(NFQ_STOP_TIMEOUT_S)
+        if code is None:
+            self.proc.kill()
+        for line in self.proc.lines:
+            if line.startswith("{") and '"stopped"' in line:
+                with contextlib.suppress(ValueError):
+                    self.counts = json.loads(line)
+        left = self._remove_rules()
+        if code != 0 or left:
+            raise RuntimeError(
+                f"the NFQUEUE injector on {self.bed.names[self.host]} "
+                + ("hung" if code is None else f"exited {code}")
+                + (f", leaving {left} rule(s) (removed)" if left else "")
+                + ":\n"
+                + self.proc.output()[-2000:]
+            )
+
+    def _remove_rules(self) -> int:
+        """Delete whatever NFQUEUE rule an injector left in ``OUTPUT``; how many."""
+        h = self.bed.hosts[self.host]
+        rules = [r for r in h.run([*IPTABLES, "-S", "OUTPUT"]).splitlines() if "NFQUEUE" in r]
+        for r in rules:
+            h.run([*IPTABLES, "-D", *r.split()[1:]])
+        return len(rules)
+
+    def window(self, start: float, end: float) -> FaultWindow:
+        name = self.bed.names[self.host]
+        detail = f"{name} nfqueue (user space) {' '.join(NETEM_SPEC[self.kind])}"
+        if self.counts:
+            c = self.counts
+            detail += f": {c.get('packets')} packets, {c.get('at_once')} sent at once"
+        return FaultWindow(self.kind, start, end, impaired=frozenset({name}), detail=detail)
+
+
+def delay_fault(bed: Bed, kind: str, host: int, mechanism: str) -> Netem | NfqDelay:
+    """A ``delay`` or ``reorder`` fault on ``host`` by ``mechanism`` (see
+    :func:`delay_mechanism`)."""
+    if kind not in NETEM_KINDS:
+        raise ValueError(f"{kind!r} is not one of {NETEM_KINDS}")
+    if mechanism == "netem":
+        return Netem(bed, kind, host)
+    if mechanism == "nfqueue":
+        return NfqDelay(bed, kind, host)
+    raise ValueError(f"unknown delay mechanism {mechanism!r}; known: {DELAY_MECHANISMS}")
 
 
 class Pause:

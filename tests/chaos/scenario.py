@@ -55,12 +55,12 @@ from .faults import (
     Fault,
     FaultWindow,
     Loss,
-    Netem,
     Partition,
     Pause,
+    delay_fault,
+    delay_mechanism,
     hold,
     iptables_unavailable,
-    netem_unavailable,
 )
 
 # Deaths and missing instances right after a heal are excused for this long when the
@@ -112,6 +112,7 @@ class Recording:
     names: list[str]
     faults: list[Injected] = attrs.Factory(list)
     skipped: dict[str, str] = attrs.Factory(dict)
+    delay_via: str | None = None  # netem, nfqueue, or None (not needed, or none works)
     ops: list[KvOp] = attrs.Factory(list)
     holds: list[Hold] = attrs.Factory(list)
     deaths: list[Death] = attrs.Factory(list)
@@ -126,10 +127,11 @@ class Recording:
 
 
 def make_fault(
-    bed: Bed, kind: str, rng: random.Random, loss: float, aim: str
+    bed: Bed, kind: str, rng: random.Random, loss: float, aim: str, delay_via: str = "netem"
 ) -> tuple[Fault, int | None]:
     """``kind`` with its targets (see the ``faults`` module doc for the shapes), and the
-    host ``aim`` resolved to (None: unknown, or ``random``).
+    host ``aim`` resolved to (None: unknown, or ``random``); delay and reorder run by
+    ``delay_via`` (``faults.delay_mechanism``).
 
     ``aim`` picks the host the fault is about, where there is one: ``leader`` (the Raft
     leader), ``holder`` (the host whose session holds the lock: a paused or cut-off
@@ -166,7 +168,7 @@ def make_fault(
         if kind == "loss":
             return Loss(bed, pick(everyone), loss)
         if kind in NETEM_KINDS:
-            return Netem(bed, kind, pick(everyone))
+            return delay_fault(bed, kind, pick(everyone), delay_via)
         if kind == "pause":
             return Pause(bed, pick(everyone))
         if kind == "crash":
@@ -199,10 +201,12 @@ def _wait_whole(bed: Bed, since: float, plan: Plan) -> float | None:
     return None
 
 
-def inject_one(bed: Bed, kind: str, rng: random.Random, plan: Plan) -> Injected:
+def inject_one(
+    bed: Bed, kind: str, rng: random.Random, plan: Plan, delay_via: str = "netem"
+) -> Injected:
     leader_before = _name(bed, bed.leader())
     aim = plan.aim(kind, rng)
-    fault, aimed = make_fault(bed, kind, rng, plan.loss_probability(rng), aim)
+    fault, aimed = make_fault(bed, kind, rng, plan.loss_probability(rng), aim, delay_via)
     window = hold(fault, plan.duration_s(kind, rng))
     reconverge = _wait_whole(bed, window.end, plan)
     after = _name(bed, bed.leader())
@@ -216,8 +220,12 @@ def run(
     cfg: BedConfig | None = None,
     workdir: Path | None = None,
     log: Callable[[str], None] = lambda line: None,
+    delay_via: str = "auto",
 ) -> Recording:
-    """Build the bed, run ``plan``, record (see the module doc).  Raises
+    """Build the bed, run ``plan``, record (see the module doc).  Delay and reorder run
+    by netem where the kernel has it, else in user space through NFQUEUE (``delay_via``:
+    ``auto``, ``netem`` or ``nfqueue``; ``faults.delay_mechanism``); they are skipped,
+    with the reason for each mechanism, only where none works.  Raises
     ``netns.NetnsUnavailableError`` when namespaces cannot be built,
     ``ChaosUnavailableError`` when iptables cannot filter inside them."""
     rng = random.Random(seed)
@@ -227,13 +235,21 @@ def run(
         reason = iptables_unavailable(hosts[0])
         if reason is not None:
             raise ChaosUnavailableError(reason)
-        netem_reason = netem_unavailable(hosts[0])
         drawable = list(plan.draw_from)
-        if netem_reason is not None:
-            for kind in NETEM_KINDS:
-                if kind in [*plan.kinds, *drawable]:
-                    rec.skipped[kind] = netem_reason
-            drawable = [k for k in drawable if k not in NETEM_KINDS]
+        if any(k in NETEM_KINDS for k in [*plan.kinds, *drawable]):
+            mechanism, why_not = delay_mechanism(hosts[0], delay_via)
+            rec.delay_via = mechanism
+            if mechanism is None:
+                reason = "; ".join(f"{name}: {why}" for name, why in why_not.items())
+                for kind in NETEM_KINDS:
+                    if kind in [*plan.kinds, *drawable]:
+                        rec.skipped[kind] = f"no delay mechanism works here ({reason})"
+                drawable = [k for k in drawable if k not in NETEM_KINDS]
+            else:
+                log(
+                    f"delay/reorder by {mechanism}"
+                    + "".join(f" ({name} unavailable: {why})" for name, why in why_not.items())
+                )
         fixed = [k for k in plan.kinds if k not in rec.skipped]
         bed = Bed(hosts, Path(tmp), seed, cfg or BedConfig())
         try:
@@ -246,8 +262,10 @@ def run(
                     break
                 if not plan.kinds and time.monotonic() - rec.whole_at >= plan.run_for_s:
                     break
+                if not plan.kinds and not drawable:  # every kind asked for was skipped
+                    break
                 kind = fixed[n] if plan.kinds else rng.choice(drawable)
-                injected = inject_one(bed, kind, rng, plan)
+                injected = inject_one(bed, kind, rng, plan, rec.delay_via or "netem")
                 rec.faults.append(injected)
                 w = injected.window
                 took = "never" if injected.reconverge_s is None else f"{injected.reconverge_s:.1f}s"
@@ -368,6 +386,7 @@ def evaluate(
         "startup_s": round(rec.startup_s, 1),
         "faults_by_kind": by_kind,
         "faults_skipped": rec.skipped,
+        "delay_mechanism": rec.delay_via,
         "faults": [
             {
                 "kind": f.window.kind,

@@ -10,16 +10,18 @@ host, three lock contenders, observers), then injects, one at a time and each he
 before the next: a partition of the leader, of a minority (a server and a client, the
 lock holder among them when it is one), of a majority of the hosts that holds only the
 old leader, an asymmetric partition (the leader drops one host's packets), 30 % packet
-loss on one host, netem delay and reordering (skipped with the kernel's reason where
-``sch_netem`` is missing), a SIGSTOP of the host holding the lock (agent and worker: a
-holder that still believes it holds when it wakes), and a SIGKILL of the leader
-followed by a restart from its data dir.  Every namespace and process is gone before
-the tests below judge what was recorded, one checker each (``checkers.py`` says
-exactly what each one checks; ``test_checkers.py`` shows each catching a forged
-violation).
+loss on one host, delay and reordering (netem's, or where the kernel has no
+``sch_netem`` the same spec in user space through NFQUEUE: ``nfq_delay.py``; skipped,
+with the reason for each, only where neither works), a SIGSTOP of the host holding
+the lock (agent and worker: a holder that still believes it holds when it wakes), and a
+SIGKILL of the leader followed by a restart from its data dir.  Every namespace and
+process is gone before the tests below judge what was recorded, one checker each
+(``checkers.py`` says exactly what each one checks; ``test_checkers.py`` shows each
+catching a forged violation).
 
 ``MESHLITE_CHAOS_SEED`` picks the seed (targets and workload choices; timing is real,
-so a seed does not replay a run exactly — the summary and the agents' logs do).
+so a seed does not replay a run exactly — the summary and the agents' logs do);
+``MESHLITE_CHAOS_DELAY`` (``auto``, ``netem`` or ``nfqueue``) forces a delay mechanism.
 Needs root, iproute2 and iptables: skips with the reason otherwise.
 """
 
@@ -32,12 +34,13 @@ import random
 import pytest
 from netns import NetnsUnavailableError
 
-from .faults import KINDS, NETEM_KINDS, ChaosUnavailableError
+from .faults import KINDS, NETEM_KINDS, NETEM_SPEC, ChaosUnavailableError
 from .scenario import Plan, Recording, Verdict, evaluate, run
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(600)]
 
 SEED = int(os.environ.get("MESHLITE_CHAOS_SEED", "20261127"))
+DELAY_VIA = os.environ.get("MESHLITE_CHAOS_DELAY", "auto")
 HOSTS = 5
 # Long enough for the lan profile to declare a cut-off or paused host dead (~5-6 s), so
 # that sessions are invalidated and locks change hands; the kinds that should cost no
@@ -79,7 +82,7 @@ def ci_plan() -> Plan:
 @pytest.fixture(scope="module")
 def chaos() -> tuple[Recording, Verdict]:
     try:
-        rec = run(HOSTS, SEED, ci_plan(), log=print)
+        rec = run(HOSTS, SEED, ci_plan(), log=print, delay_via=DELAY_VIA)
     except (NetnsUnavailableError, ChaosUnavailableError) as exc:
         pytest.skip(str(exc))
     verdict = evaluate(rec, plan_bound_s=RECONVERGE_BOUND_S)
@@ -94,12 +97,20 @@ def test_every_fault_kind_was_injected_and_healed(chaos: tuple[Recording, Verdic
     assert rec.errors == [], rec.errors
 
 
-def test_netem_delay_and_reordering(chaos: tuple[Recording, Verdict]) -> None:
+def test_delay_and_reordering(chaos: tuple[Recording, Verdict]) -> None:
+    """Injected by netem, or in user space through NFQUEUE where the kernel has no
+    ``sch_netem``; each window says which, with the netem spec it ran."""
     rec, _ = chaos
     skipped = {k: v for k, v in rec.skipped.items() if k in NETEM_KINDS}
     if skipped:
-        pytest.skip(f"netem delay/reorder not injected: {skipped['delay']}")
-    assert {"delay", "reorder"} <= {f.window.kind for f in rec.faults}
+        pytest.skip(f"delay/reorder not injected: {skipped['delay']}")
+    assert rec.delay_via in ("netem", "nfqueue")
+    windows = {f.window.kind: f.window for f in rec.faults if f.window.kind in NETEM_KINDS}
+    assert set(windows) == set(NETEM_KINDS)
+    for kind, w in windows.items():
+        assert f"{rec.delay_via} " in w.detail and " ".join(NETEM_SPEC[kind]) in w.detail
+        if rec.delay_via == "nfqueue":  # the injector saw the host's traffic and held it
+            assert ": 0 packets" not in w.detail and "None packets" not in w.detail, w.detail
 
 
 def test_writes_cas_and_consistent_reads_are_linearizable(
