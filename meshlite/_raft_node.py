@@ -8,15 +8,19 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
 * peer messages arrive on mesh *channels* (``_transport.py``: long-lived one-way sealed
   streams); ``on_message`` decodes and ``core.step``s them at once (never awaits);
 * one ready task takes each ``Ready`` in order: **persist** hard state, entries and
-  snapshot (``RaftStorage.save`` in a worker thread — while it runs, new proposals pile
-  up in the core and the next Ready persists them together: group commit), then
-  **send** the messages, then **apply** the snapshot and committed entries to the state
-  machine, then ``advance``.  Persist-before-send is what makes a vote or an
-  acknowledgement survive a crash (thesis §3.8).  A Ready whose only news is a higher
-  commit index persists nothing (etcd's ``MustSync``): Raft never needs the commit index
-  back after a crash (it is learnt again from the leader, and a stale one only delays
-  applying), so it rides along with the next save, or is saved when the loop is idle —
-  one sync and one thread hop fewer per replication round.  In-memory storage is
+  snapshot (``RaftStorage.save`` in a worker thread — while it runs, new proposals pile up
+  in the core and the next Ready persists them together: group commit), then **send** the
+  messages, then **apply** the snapshot and committed entries to the state machine, then
+  ``advance``. Persist-before-send is what makes a vote or an acknowledgement survive a
+  crash (thesis §3.8). A leader's Ready is sent first and persisted while the followers
+  write theirs (``Ready.messages_first``, thesis §10.2.1): the leader's sync and the
+  followers' overlap instead of adding up. Committed entries already on our disk
+  (``Ready.durable_committed``) are applied, and their proposers woken, before the save: a
+  write is answered one follower sync after it is proposed. A Ready whose only news is a
+  higher commit index persists nothing (etcd's ``MustSync``): Raft never needs the commit
+  index back after a crash (it is learnt again from the leader, and a stale one only
+  delays applying), so it rides along with the next save, or is saved when the loop is
+  idle — one sync and one thread hop fewer per replication round. In-memory storage is
   written on the loop itself: no sync to wait for, so a thread hop would only cost;
 * outbound messages go to one queue per peer, drained by a task that keeps a channel
   open (reconnecting with backoff) and writes whatever has queued up as one batch; a
@@ -143,14 +147,24 @@ class RaftNode:
             and (hs.term, hs.vote) == (self._saved_hs.term, self._saved_hs.vote)
         ):
             self._unsaved_hs, hs = hs, None  # only the commit moved: see the module doc
+        if rd.messages_first:  # a leader: replicate while our own save runs
+            for msg in rd.messages:
+                self._send(msg)
+        early = rd.durable_committed
+        for entry in rd.committed_entries[:early]:  # durable here already: answer now
+            self._apply(entry)
+        if early:
+            self._progress.set()  # wake their proposers before the save, not after
+            self._progress = anyio.Event()
         if hs is not None or rd.entries or rd.snapshot is not None:
             await self._save(hs or self._unsaved_hs, rd.entries, rd.snapshot)
-        for msg in rd.messages:
-            self._send(msg)
+        if not rd.messages_first:
+            for msg in rd.messages:
+                self._send(msg)
         if rd.snapshot is not None:
             self._restore_fn(rd.snapshot)
             self.applied = rd.snapshot.index
-        for entry in rd.committed_entries:
+        for entry in rd.committed_entries[early:]:
             self._apply(entry)
         for rs in rd.read_states:
             self._reads[rs.ctx] = rs.index

@@ -14,11 +14,13 @@ format) and loses, duplicates, delays and reorders them; partitions are groups o
 servers that cannot reach each other, checked when a message leaves and when it lands.
 
 Persistence is synchronous by default: a server handles a Ready as soon as it has one
-(persist, send, apply, advance), before the next event.  With ``persist_s`` set, saving
+(persist, send, apply, advance), before the next event. With ``persist_s`` set, saving
 takes simulated time, as a real driver's ``fsync`` in a worker thread does: the server
 keeps stepping messages and ticking while its Ready is being saved, its messages leave
-only once the save completes, and a crash in between loses the Ready — exactly what
-``meshlite._raft_node`` does with ``RaftStorage`` (and etcd-io/raft allows).
+only once the save completes (a leader's at once: ``Ready.messages_first``; committed
+entries already on disk are applied at once too), and a crash in between loses the Ready
+— exactly what ``meshlite._raft_node`` does with ``RaftStorage`` (and etcd-io/raft
+allows).
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ class RaftCluster:
             return
         server.check_leader(core)
         if server.saving is None and core.has_ready():
-            server.saving = core.ready()
+            server.saving = rd = core.ready()
+            server.begin(rd, self.send, self.on_applied)  # a leader replicates while it saves
             done = self.now + self.rng.uniform(*self.faults.persist_s)
             self.at(done, PERSISTED, (server.name, server.incarnation))
 
@@ -159,7 +162,7 @@ class RaftCluster:
         if core is None or rd is None or server.incarnation != payload[1]:
             return  # crashed while saving: the Ready is lost, nothing was sent
         server.saving = None
-        server.handle(core, rd, self.send, self.on_applied, self.on_read)
+        server.handle(core, rd, self.send, self.on_applied, self.on_read, begun=True)
         self.process(server)
 
     def _tick(self, payload: tuple[str, int]) -> None:

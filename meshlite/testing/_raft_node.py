@@ -11,7 +11,9 @@ machine, :meth:`SimServer.start` rebuilds both from storage.
 
 :meth:`SimServer.process` is a faithful driver loop (etcd-io/raft ``README.md``'s "usage"
 section): for each Ready, persist (hard state, snapshot, entries), only then send the
-messages, then apply the snapshot and committed entries, then ``advance``.  The state
+messages, then apply the snapshot and committed entries, then ``advance``.  With timed
+saves, :meth:`SimServer.begin` first does what may precede the save (a leader's sends,
+committed entries already durable), as ``meshlite._raft_node`` does.  The state
 machine is a digest chain over the applied entries, so two servers' images agree
 exactly when they applied the same sequence; its snapshot is ``[index, digest]``.
 Subclasses put a real state machine beside the chain by overriding four hooks
@@ -162,27 +164,42 @@ class SimServer:
             self.handle(core, core.ready(), send, on_applied, on_read)
         raise AssertionError(f"{self.name}: Ready loop does not settle")
 
+    def begin(self, rd: Ready, send: Send, on_applied: OnApplied) -> None:
+        """What a driver may do before ``rd`` is persisted, as ``meshlite._raft_node``
+        does: a leader sends (``messages_first``), and committed entries already on our
+        disk are applied (``durable_committed``).  Then :meth:`handle` with ``begun``."""
+        if rd.messages_first:
+            for msg in rd.messages:
+                send(msg)
+        for entry in rd.committed_entries[: rd.durable_committed]:
+            self._apply(entry, on_applied)
+
     def handle(
-        self, core: RaftCore, rd: Ready, send: Send, on_applied: OnApplied, on_read: OnRead
+        self,
+        core: RaftCore,
+        rd: Ready,
+        send: Send,
+        on_applied: OnApplied,
+        on_read: OnRead,
+        *,
+        begun: bool = False,
     ) -> None:
-        """Persist, send, apply, advance: one Ready, in that order."""
+        """Persist, send, apply, advance: one Ready, in that order (less what
+        :meth:`begin` did already, if ``begun``)."""
         self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
         if rd.entries:
             prev = self.storage.term(rd.entries[0].index - 1)
             self.checker.on_persist(self.name, prev, rd.entries)
         self._track_commit(core)
-        for msg in rd.messages:  # only now: what they promise is durable
-            send(msg)
+        if not (begun and rd.messages_first):
+            for msg in rd.messages:  # only now: what they promise is durable
+                send(msg)
         if rd.snapshot is not None:
             index, digest = self.restore_image(rd.snapshot.data)
             self.checker.on_restore(self.name, rd.snapshot, index, digest)
             self.sm_index, self.sm_digest = index, digest
-        for entry in rd.committed_entries:
-            digest = _digest(self.sm_digest, entry)
-            self.checker.on_apply(self.name, entry, self.sm_index, digest)
-            self.sm_index, self.sm_digest = entry.index, digest
-            self.sm_result = self.apply_entry(entry)
-            on_applied(self, entry)
+        for entry in rd.committed_entries[rd.durable_committed if begun else 0 :]:
+            self._apply(entry, on_applied)
         for rs in rd.read_states:
             on_read(self, rs)
         core.advance(rd)
@@ -190,6 +207,13 @@ class SimServer:
             snap = core.compact(self.sm_index, self.image())
             self.storage.save(None, (), snap)
             self.storage.compact(snap.index)
+
+    def _apply(self, entry: Entry, on_applied: OnApplied) -> None:
+        digest = _digest(self.sm_digest, entry)
+        self.checker.on_apply(self.name, entry, self.sm_index, digest)
+        self.sm_index, self.sm_digest = entry.index, digest
+        self.sm_result = self.apply_entry(entry)
+        on_applied(self, entry)
 
     # -- the state machine (subclasses replace the digest chain's toy with a real one) ----
 

@@ -39,8 +39,11 @@ __all__ = ["MUTATIONS", "RaftConfig"]
 # Known mutations: grant votes without the "log at least as up-to-date" check (thesis
 # §3.6.1); commit entries of earlier terms by counting replicas (thesis §3.6.2, Figure
 # 3.7 — the "figure 8" scenario); answer ReadIndex at once, without asking a quorum
-# whether we still lead (thesis §6.4 step 3).
-MUTATIONS = frozenset({"vote_without_log_check", "commit_any_term", "read_without_quorum"})
+# whether we still lead (thesis §6.4 step 3); let every server, not only a leader, send
+# before it persists (votes and acknowledgements that a crash can take back: §3.8).
+MUTATIONS = frozenset(
+    {"vote_without_log_check", "commit_any_term", "read_without_quorum", "send_before_persist"}
+)
 
 
 def _at_least_one(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:

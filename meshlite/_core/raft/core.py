@@ -15,6 +15,15 @@ installed snapshot to persist and restore; committed entries not yet handed out;
 messages produced since the last Ready; confirmed reads; and the soft state (leader,
 role) if it changed.  Persist-before-send matters for the hard state (a vote must not be
 forgotten: thesis §3.8) and for entries (an acknowledgement promises durability).  A
+leader's messages promise neither, so a leader whose term and vote are already durable
+may send first and persist in parallel (``Ready.messages_first``; thesis §10.2.1, etcd's
+``raftNode``): replication overlaps the leader's own sync.  That is safe because the
+leader counts its own unsaved entries toward a commit only inside the core — the commit
+can be applied, answered or sent out only in a later Ready, and no later Ready exists
+until this one is persisted and advanced.  For the same reason the committed entries a
+server had persisted before a Ready (``Ready.durable_committed``: all of them on a
+leader of several voters) may be applied while its new entries are saved, as etcd's
+server applies alongside its WAL write: a commit then waits for no sync of the leader's.  A
 driver may keep calling ``step``/``tick``/``propose`` while a Ready is being persisted
 (etcd-io/raft allows it too): what they produce waits for the next Ready, and
 ``advance`` marks as durable only entries whose index and term are unchanged (an
@@ -219,6 +228,9 @@ class RaftCore(Elector):
         log = self.log
         hs, soft = self.hard_state(), self._soft_state()
         committed = tuple(log.next_committed())
+        durable = 0  # committed entries persisted by earlier Readies (never with a snapshot)
+        if committed and log.pending_snapshot is None:
+            durable = max(0, min(len(committed), log.stable - committed[0].index + 1))
         rd = Ready(
             hard_state=hs if hs != self._prev_hard else None,
             entries=tuple(log.unstable_entries()),
@@ -227,6 +239,12 @@ class RaftCore(Elector):
             messages=tuple(self.msgs),
             read_states=tuple(self.read_states),
             soft_state=soft if soft != self._prev_soft else None,
+            messages_first=(
+                self.role is Role.LEADER
+                and (hs.term, hs.vote) == (self._prev_hard.term, self._prev_hard.vote)
+            )
+            or "send_before_persist" in self.mutations,
+            durable_committed=durable,
         )
         self.msgs.clear()
         self.read_states.clear()

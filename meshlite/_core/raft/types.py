@@ -135,6 +135,14 @@ class Ready:
     messages: tuple[Message, ...]
     read_states: tuple[ReadState, ...]
     soft_state: SoftState | None
+    # The messages may leave before this Ready is persisted (thesis §10.2.1, etcd's
+    # raftNode): set only on a leader whose term and vote are already on disk.  See
+    # ``RaftCore.ready``.
+    messages_first: bool = False
+    # How many of ``committed_entries`` (the first ones) this server had persisted before
+    # this Ready: committed and durable here, they may be applied — and answered — while
+    # the Ready's own entries are being saved (etcd applies alongside its WAL write).
+    durable_committed: int = 0
 
 
 def encode_voters(voters: tuple[str, ...]) -> bytes:
