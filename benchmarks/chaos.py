@@ -144,6 +144,7 @@ def report(s: dict[str, object], problems: list[str]) -> None:
         f"locks: {locks['holds']} holds, {locks['acts']} acts, ends {locks['by_end']}; "
         f"overlapping holds {locks['overlapping_holds']}, fencing violations "
         f"{locks['fencing_violations']}",
+        f"terms with a leader: {s['leader_terms']}; with two: {s['terms_with_two_leaders']}",
         f"deaths logged: {s['deaths']}; false deaths: {s['false_deaths']}",
         f"discovery polls: {s['discovery_polls']}; misses: {s['discovery_misses']}",
         f"time to reconverge after a heal: {s['reconverge_s']}",

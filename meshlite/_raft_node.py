@@ -46,7 +46,16 @@ import anyio.abc
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from meshlite._core.raft import Entry, EntryKind, HardState, Message, RaftCore, Ready, Snapshot
+from meshlite._core.raft import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    RaftCore,
+    Ready,
+    Role,
+    Snapshot,
+)
 from meshlite._core.raft.codec import decode_raft, encode_raft
 from meshlite._core.wire import Addr, DecodeError
 from meshlite._raft_storage import RaftStorage
@@ -139,6 +148,9 @@ class RaftNode:
                 await self._save(self._unsaved_hs, (), None)
 
     async def _handle(self, rd: Ready) -> None:
+        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
+            # Consul's "cluster leadership acquired"; the chaos checker reads the term.
+            log.info("raft: leadership acquired for term %d", self.core.term)
         hs = rd.hard_state
         if (
             hs is not None

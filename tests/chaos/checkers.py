@@ -47,6 +47,11 @@ strictly increases from one hold to the next** in act order.  A violation means 
 lock service granted the lock while the lock delay should have kept it free, or a
 ``?consistent`` read was stale.
 
+**Leaders** (:func:`check_leaders`).  Raft's election safety: at most one server wins
+an election per term, so no two servers accept writes in the same term.  Every agent
+logs ``raft: leadership acquired for term N`` when it becomes leader; across all agents
+and all their lives (a restart keeps its term on disk), no ``N`` may appear for two.
+
 **Membership** (:func:`check_deaths`).  Every ``event=dead`` line an agent logged is a
 death of ``member`` seen by ``observer``.  It is excused only by a fault window
 (``faults.FaultWindow``), from the fault's start to ``settle_s`` after its heal, and
@@ -74,6 +79,7 @@ alive and every instance passing in every poll until the next fault.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -444,3 +450,28 @@ def check_discovery(
             ):
                 out.append(Missing(o.who, member, o.call, o.ret))
     return out
+
+
+# ----------------------------------------------------------------------------- leaders
+
+_LEADERSHIP = re.compile(r"raft: leadership acquired for term (\d+)")
+
+
+def leaders_by_term(logs: Mapping[str, Sequence[str]]) -> dict[int, set[str]]:
+    """Term -> the agents that logged winning it (module doc)."""
+    out: dict[int, set[str]] = {}
+    for name, lines in logs.items():
+        for line in lines:
+            m = _LEADERSHIP.search(line)
+            if m is not None:
+                out.setdefault(int(m.group(1)), set()).add(name)
+    return out
+
+
+def check_leaders(logs: Mapping[str, Sequence[str]]) -> list[str]:
+    """Terms that more than one agent led: each one a violation of election safety."""
+    return [
+        f"term {term}: led by {sorted(names)}"
+        for term, names in sorted(leaders_by_term(logs).items())
+        if len(names) > 1
+    ]

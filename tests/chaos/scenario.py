@@ -42,10 +42,12 @@ from .checkers import (
     check_deaths,
     check_discovery,
     check_kv,
+    check_leaders,
     check_locks,
     final_ops,
     holds_from,
     kv_ops,
+    leaders_by_term,
 )
 from .faults import (
     KINDS,
@@ -373,6 +375,9 @@ def evaluate(
         problems.append(f"locks: {[*locks.overlaps[:5], *locks.fencing[:5]]}")
     if false_deaths:
         problems.append(f"{len(false_deaths)} false deaths: {false_deaths[:5]}")
+    two_leaders = check_leaders(rec.logs)
+    if two_leaders:
+        problems.append(f"two leaders in one term: {two_leaders[:5]}")
     if missing:
         problems.append(f"{len(missing)} discovery misses: {missing[:5]}")
     never = [f.window for f in rec.faults if f.reconverge_s is None]
@@ -407,6 +412,8 @@ def evaluate(
         ],
         "kv": kv.summary(),
         "locks": locks.summary(),
+        "leader_terms": len(leaders_by_term(rec.logs)),
+        "terms_with_two_leaders": len(two_leaders),
         "deaths": len(rec.deaths),
         "death_list": [[d.observer, d.member, round(d.at, 3)] for d in rec.deaths],
         "false_deaths": len(false_deaths),

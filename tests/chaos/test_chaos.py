@@ -152,6 +152,12 @@ def test_lock_holders_never_act_at_once(chaos: tuple[Recording, Verdict]) -> Non
     assert len({h.who for h in rec.holds if h.acts}) >= 2, locks  # it changed hands
 
 
+def test_no_two_servers_lead_in_one_term(chaos: tuple[Recording, Verdict]) -> None:
+    _, verdict = chaos
+    assert verdict.summary["terms_with_two_leaders"] == 0, verdict.problems
+    assert verdict.summary["leader_terms"] >= 2, "leadership never changed: faults did not bite"
+
+
 def test_no_healthy_reachable_host_is_declared_dead(chaos: tuple[Recording, Verdict]) -> None:
     rec, verdict = chaos
     assert verdict.summary["false_deaths"] == 0, verdict.summary["false_death_details"]

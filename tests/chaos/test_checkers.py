@@ -18,6 +18,7 @@ from .checkers import (
     check_deaths,
     check_discovery,
     check_kv,
+    check_leaders,
     check_locks,
     final_ops,
     kv_ops,
@@ -238,3 +239,20 @@ def test_whole_for_good_means_after_the_last_broken_poll() -> None:
     assert whole_since(polls, NAMES, 0.5, 10) == 5.01
     polls += [obs("h3", 6, ["h3"])]  # h3's last poll is not whole
     assert whole_since(polls, NAMES, 0.5, 10) is None
+
+
+# ----------------------------------------------------------------------------- leaders
+
+
+def _led(term: int) -> str:
+    return f'{{"@level":"info","@message":"raft: leadership acquired for term {term}"}}'
+
+
+def test_one_leader_per_term_across_lives_passes() -> None:
+    logs = {"h0": [_led(2), "other line", _led(5)], "h1": [_led(3)], "h2": [_led(4), _led(6)]}
+    assert check_leaders(logs) == []
+
+
+def test_two_leaders_in_one_term_are_caught() -> None:
+    logs = {"h0": [_led(2), _led(7)], "h1": [_led(3)], "h2": [_led(7)]}
+    assert check_leaders(logs) == ["term 7: led by ['h0', 'h2']"]
