@@ -19,8 +19,9 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
   write is answered one follower sync after it is proposed. A Ready whose only news is a
   higher commit index persists nothing (etcd's ``MustSync``): Raft never needs the commit
   index back after a crash (it is learnt again from the leader, and a stale one only
-  delays applying), so it rides along with the next save, or is saved when the loop is
-  idle — one sync and one thread hop fewer per replication round. In-memory storage is
+  delays applying), so it rides along with the next save, or is written *unsynced* on the
+  loop when it goes idle (``RaftStorage.save_commit``) — one sync and one thread hop fewer
+  per replication round, and no sync for the next write to queue behind. In-memory storage is
   written on the loop itself: no sync to wait for, so a thread hop would only cost;
 * outbound messages go to one queue per peer, drained by a task that keeps a channel
   open (reconnecting with backoff) and writes whatever has queued up as one batch; a
@@ -144,8 +145,9 @@ class RaftNode:
             self._wake = anyio.Event()
             while self.core.has_ready():
                 await self._handle(self.core.ready())
-            if self._unsaved_hs is not None:  # idle: now the commit index is worth a save
-                await self._save(self._unsaved_hs, (), None)
+            if self._unsaved_hs is not None:  # idle: write the commit index, unsynced
+                self._storage.save_commit(self._unsaved_hs)
+                self._saved_hs, self._unsaved_hs = self._unsaved_hs, None
 
     async def _handle(self, rd: Ready) -> None:
         if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:

@@ -90,7 +90,7 @@ class StorageStats:
 
     saves: int  # Writes persisted (a save_many of n counts n)
     commits: int  # transactions committed
-    syncs: int  # WAL syncs: one per commit when durable and on disk (checkpoints add a few)
+    syncs: int  # WAL syncs: one per synced commit when durable and on disk (checkpoints add a few)
     entries_written: int
     entries_truncated: int  # replaced by a conflicting save or dropped by a snapshot
     bytes_written: int  # entry and snapshot payload bytes
@@ -104,6 +104,7 @@ class StorageStats:
 class _Counters:
     saves: int = 0
     commits: int = 0
+    syncs: int = 0
     entries_written: int = 0
     entries_truncated: int = 0
     bytes_written: int = 0
@@ -162,6 +163,26 @@ class RaftStorage:
         """Persist one ``Ready`` in one transaction; durable when this returns."""
         self.save_many([Write(hard_state, tuple(entries), snapshot)])
 
+    def save_commit(self, hard_state: HardState) -> None:
+        """Write a hard state that only moves the commit index, *without* a sync (etcd's
+        ``MustSync`` false): it survives a process crash at once, and power loss with the
+        next synced save.  Nothing Raft promised depends on it: a restarted server that
+        lost it learns the commit index again from the leader."""
+        with self._lock, self._errors("save"):
+            conn = self._live()
+            if self._durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self._transaction(synced=False):
+                    conn.execute(
+                        "INSERT OR REPLACE INTO hard_state VALUES (1, ?, ?, ?)",
+                        (hard_state.term, hard_state.vote, hard_state.commit),
+                    )
+                    self._counters.saves += 1
+            finally:
+                if self._durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+
     def save_many(self, writes: Sequence[Write]) -> None:
         """Persist several Readys, in order, in ONE transaction (one sync for them all).
 
@@ -207,7 +228,7 @@ class RaftStorage:
         return StorageStats(
             saves=c.saves,
             commits=c.commits,
-            syncs=c.commits if self._durable else 0,
+            syncs=c.syncs,
             entries_written=c.entries_written,
             entries_truncated=c.entries_truncated,
             bytes_written=c.bytes_written,
@@ -243,7 +264,7 @@ class RaftStorage:
             raise RaftStorageError(f"{self._label}: {what} failed: {exc}") from exc
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
         conn = self._live()
         before = attrs.evolve(self._counters)  # counters move only if the commit does
         conn.execute("BEGIN IMMEDIATE")
@@ -256,6 +277,7 @@ class RaftStorage:
                 conn.execute("ROLLBACK")
             raise
         self._counters.commits += 1
+        self._counters.syncs += int(synced and self._durable)
 
     def _put_snapshot(self, conn: sqlite3.Connection, snap: Snapshot) -> None:
         current = _read_snapshot(conn)

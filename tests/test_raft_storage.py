@@ -188,6 +188,23 @@ def test_stats_count_commits_and_bytes(tmp_path: Path) -> None:
     relaxed.close()
 
 
+def test_a_commit_index_is_written_without_a_sync(tmp_path: Path) -> None:
+    """save_commit: etcd's MustSync false — written (a reopen reads it), not synced, and
+    the store syncs every other save again afterwards."""
+    store = RaftStorage.open(tmp_path / "a.db")
+    store.save(HardState(2, "b", 0), run(1, 3, 2))
+    store.save_commit(HardState(2, "b", 3))
+    after = store.stats()
+    assert (after.commits, after.syncs) == (2, 1)
+    (mode,) = store._live().execute("PRAGMA synchronous").fetchone()
+    assert mode == 2  # FULL again
+    store.save(None, run(4, 4, 2))
+    assert store.stats().syncs == 2
+    store.close()
+    hs, _snap, entries = RaftStorage.open(tmp_path / "a.db").load()
+    assert hs == HardState(2, "b", 3) and len(entries) == 4
+
+
 # -- bad files and misuse -----------------------------------------------------------------
 
 
