@@ -61,8 +61,8 @@ AIM = {
 }
 # After a partition in which each side declared the other dead, nobody is left to tell
 # the dead that they are dead: memberlist's answer is a reconnect (every 30 s on lan) or
-# the reap (gossip_to_the_dead_s, 30 s) and a rejoin; a rejoined member's services come
-# back with the next push/pull (every 30 s).  Measured: up to ~50 s; the bound adds room.
+# the reap (gossip_to_the_dead_s, 30 s) and a rejoin (its services come back with it:
+# push/pull news is relayed).  Measured: up to ~50 s; the bound adds room.
 RECONVERGE_BOUND_S = 90.0
 
 
