@@ -207,6 +207,40 @@ async def test_a_held_kv_read_ends_at_close_and_when_its_client_goes(anyio_backe
             assert time.monotonic() - start < 3.0
 
 
+async def test_blocking_queries_past_the_limit_are_refused_not_held(anyio_backend: str) -> None:
+    """``MAX_BLOCKING_QUERIES`` (here 2): a third held query is a 429 at once, for catalog
+    and KV reads alike; once one ends, the next is held again."""
+    async with served(server=True, bootstrap_expect=1) as (mesh, url):
+        http_server = mesh._http
+        assert http_server is not None
+        http_server.api.max_waits = 2
+        async with client(url) as http:
+            kv_index = (await http.get("/v1/kv/k")).headers["x-consul-index"]  # has a leader
+            index = (await http.get("/v1/catalog/services")).headers["x-consul-index"]
+            answers: list[int] = []
+
+            async def held() -> None:
+                r = await http.get(f"/v1/catalog/services?index={index}&wait=3s")
+                answers.append(r.status_code)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(held)
+                tg.start_soon(held)
+                with anyio.fail_after(DEADLINE_S):
+                    while len(http_server.api.waits) < 2:
+                        await anyio.sleep(0.02)
+                start = time.monotonic()
+                r = await http.get(f"/v1/catalog/services?index={index}&wait=5m")
+                assert r.status_code == 429 and "too many blocking queries" in r.text
+                r = await http.get(f"/v1/kv/k?index={kv_index}&wait=5m")
+                assert r.status_code == 429
+                assert time.monotonic() - start < 3.0
+                assert (await http.get("/v1/catalog/services")).status_code == 200  # no ?index
+            assert answers == [200, 200]  # the held two timed out normally
+            r = await http.get(f"/v1/catalog/services?index={index}&wait=200ms")
+            assert r.status_code == 200
+
+
 def test_wait_is_capped_and_defaulted() -> None:
     from starlette.requests import Request
 

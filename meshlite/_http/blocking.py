@@ -98,7 +98,13 @@ async def hold(
     request: Request, api: Api, wait: Callable[[], Awaitable[object]], timeout_s: float = math.inf
 ) -> None:
     """Run ``wait()`` until it returns, ``timeout_s`` passes, the client disconnects or the
-    server closes (``api.stop_waits``), whichever is first.  ``wait`` must not raise."""
+    server closes (``api.stop_waits``), whichever is first.  ``wait`` must not raise.
+
+    With ``api.max_waits`` queries held already, refuse this one (429) at once."""
+    if len(api.waits) >= api.max_waits:
+        raise HttpError(
+            429, f"too many blocking queries held ({api.max_waits}); retry later or without ?index"
+        )
     with anyio.move_on_after(timeout_s) as scope:
         api.waits.add(scope)
         try:

@@ -30,7 +30,21 @@ if TYPE_CHECKING:
     from meshlite._mesh import Mesh
     from meshlite._services import Services
 
-__all__ = ["DEFAULT_DATACENTER", "Api", "LeaderInfo", "RaftStatus", "api_of", "no_raft"]
+__all__ = [
+    "DEFAULT_DATACENTER",
+    "MAX_BLOCKING_QUERIES",
+    "Api",
+    "LeaderInfo",
+    "RaftStatus",
+    "api_of",
+    "no_raft",
+]
+
+# Blocking queries held at once, over every client.  Each holds a connection (a file
+# descriptor: the default soft limit is 1,024) and three tasks for up to ten minutes;
+# past this a new one is refused with 429, as Consul's limiter refuses a client over
+# ``http_max_conns_per_client``, instead of the process running out of descriptors.
+MAX_BLOCKING_QUERIES = 1024
 
 # Consul's default datacenter name; a mesh with a cluster label reports the label instead.
 DEFAULT_DATACENTER = "dc1"
@@ -64,6 +78,7 @@ class Api:
     rng: random.Random = attrs.field(factory=random.Random)  # blocking-query jitter
     # Blocking queries in progress: cancelled (they answer at once) when the server closes.
     waits: set[anyio.CancelScope] = attrs.field(factory=set)
+    max_waits: int = MAX_BLOCKING_QUERIES
     closing: bool = False
 
     @property
