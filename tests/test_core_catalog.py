@@ -19,6 +19,7 @@ from meshlite._core.catalog import (
     decode_state,
     encode_record,
 )
+from meshlite._core.directory import MAX_RELAYED_PER_STATE, Directory
 from meshlite._core.wire import DecodeError
 
 NODES = ["a", "b", "c"]
@@ -174,3 +175,24 @@ def test_a_record_larger_than_a_datagram_is_refused() -> None:
     with pytest.raises(ValueError, match="larger than"):
         c.publish(live("a", "web-1", 0, tags=tuple(f"t{i:04}" for i in range(300))), 0.0)
     assert MAX_RECORD_BYTES < 1400
+
+
+def test_the_directory_relays_news_only_bounded_and_never_on_a_join() -> None:
+    """``Directory``: a gossiped record that is news is relayed as the very bytes received;
+    a push/pull relays at most ``MAX_RELAYED_PER_STATE`` news records, and none on a join
+    (the whole catalog is news to a joiner and to nobody else)."""
+    d = Directory("me", first_version=1)
+    payload = encode_record(live("b", "web-1", 5))
+    _names, fixes, relays = d.on_broadcast(payload, 0.0)
+    assert fixes == [] and [r.payload for r in relays] == [payload]
+    assert relays[0].key == "svc/b/web-1"
+    assert d.on_broadcast(payload, 1.0)[2] == []  # the same copy again: not news
+
+    many = Catalog("x", 1)
+    for i in range(MAX_RELAYED_PER_STATE + 36):
+        many.apply(live(f"n{i}", "web-1", 1), 0.0)
+    state = many.encode_state()
+    assert Directory("j", 1).on_state(state, 0.0, relay=False)[2] == []
+    relays = Directory("p", 1).on_state(state, 0.0, relay=True)[2]
+    assert len(relays) == MAX_RELAYED_PER_STATE
+    assert len({r.key for r in relays}) == MAX_RELAYED_PER_STATE

@@ -50,10 +50,11 @@ _GONE = frozenset({MemberEventKind.LEFT, MemberEventKind.REAP})
 _Key = tuple[str, str | None, bool]  # (name, tag, passing_only)
 
 
-def broadcast_for(record: Record) -> UserBroadcast:
-    """The SWIM user broadcast that carries ``record``; a newer record of the same key
-    replaces an older one still queued on the owner."""
-    return UserBroadcast(f"svc/{record.node}/{record.id}", encode_record(record))
+def broadcast_for(record: Record, payload: bytes | None = None) -> UserBroadcast:
+    """The SWIM user broadcast that carries ``record`` (``payload``: its encoding, when we
+    hold it already); a newer record of the same key replaces an older one still queued."""
+    data = encode_record(record) if payload is None else payload
+    return UserBroadcast(f"svc/{record.node}/{record.id}", data)
 
 
 class Directory:
@@ -116,7 +117,7 @@ class Directory:
             return set(), [], []
         got = self.catalog.apply(record, now)
         fixes = [] if got.correction is None else [broadcast_for(got.correction)]
-        relays = [broadcast_for(record)] if got.news else []
+        relays = [broadcast_for(record, payload)] if got.news else []  # the bytes as received
         return self._reindex(set(got.names) | _own_names(got.correction)), fixes, relays
 
     def on_state(
