@@ -24,7 +24,6 @@ whatever goes wrong becomes a critical result whose output says what happened.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import os
@@ -41,6 +40,7 @@ import anyio.abc
 from meshlite._addr import format_hostport, parse_hostport
 from meshlite._core.checkstate import OUTPUT_MAX_BYTES, cap_output
 from meshlite._health import CallableCheck, HTTPCheck, ScriptCheck, Status, TCPCheck
+from meshlite._serial_thread import loop_caller
 
 if TYPE_CHECKING:
     import httpx
@@ -68,16 +68,6 @@ def _describe(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------- callables
-
-
-def _loop_caller() -> Callable[[Callable[[], object]], object]:
-    """A non-blocking "run this on the current event loop soon" for other threads."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:  # not asyncio, so trio: anyio's other backend
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
 
 
 class _DaemonThreads:
@@ -138,7 +128,7 @@ class SyncCaller:
             self._limiter = anyio.CapacityLimiter(self._concurrency)
         box: list[tuple[bool, Any]] = []
         done = anyio.Event()
-        call_soon = _loop_caller()
+        call_soon = loop_caller()
 
         def job() -> None:
             try:

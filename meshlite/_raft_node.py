@@ -8,10 +8,10 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
 * peer messages arrive on mesh *channels* (``_transport.py``: long-lived one-way sealed
   streams); ``on_message`` decodes and ``core.step``s them at once (never awaits);
 * one ready task takes each ``Ready`` in order: **persist** hard state, entries and
-  snapshot (``RaftStorage.save`` in a worker thread — while it runs, new proposals pile up
-  in the core and the next Ready persists them together: group commit), then **send** the
-  messages, then **apply** the snapshot and committed entries to the state machine, then
-  ``advance``. Persist-before-send is what makes a vote or an acknowledgement survive a
+  snapshot (``RaftStorage.save`` in a storage thread of its own, ``_serial_thread`` —
+  while it runs, new proposals pile up in the core and the next Ready persists them
+  together: group commit), then **send** the messages, then **apply** the snapshot and
+  committed entries to the state machine, then ``advance``. Persist-before-send is what makes a vote or an acknowledgement survive a
   crash (thesis §3.8). A leader's Ready is sent first and persisted while the followers
   write theirs (``Ready.messages_first``, thesis §10.2.1): the leader's sync and the
   followers' overlap instead of adding up. Committed entries already on our disk
@@ -31,6 +31,8 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
 
 ``propose`` returns once the entry is applied on this server (the state machine's
 result), or raises ``NotLeaderError`` if leadership moved and the entry was replaced.
+Each proposer waits on its own index and is woken once, by the apply of that index (not
+by every ``Ready``: with many writes in flight that was a wake-up per proposer per Ready).
 ``read_barrier`` is ReadIndex (thesis §6.4): a quorum confirms leadership, then we wait
 until the state machine has applied the read index, so a read after it is linearizable.
 """
@@ -44,7 +46,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from meshlite._core.raft import (
@@ -60,6 +61,7 @@ from meshlite._core.raft import (
 from meshlite._core.raft.codec import decode_raft, encode_raft
 from meshlite._core.wire import Addr, DecodeError
 from meshlite._raft_storage import RaftStorage
+from meshlite._serial_thread import SerialThread
 from meshlite._transport import Channel, next_batch
 from meshlite.errors import NotLeaderError
 
@@ -84,6 +86,22 @@ Restore = Callable[[Snapshot], None]
 OpenChannel = Callable[[Addr, float], Awaitable[Channel | None]]
 
 
+class _Proposal:
+    """One ``propose`` call waiting for the entry at its index to apply."""
+
+    __slots__ = ("applied_term", "done", "result", "term")
+
+    def __init__(self, term: int) -> None:
+        self.term = term  # the term it was proposed in
+        self.done = anyio.Event()
+        self.applied_term = 0  # the term of the entry applied at its index
+        self.result: Any = None
+
+    def applied(self, term: int, result: Any) -> None:
+        self.applied_term, self.result = term, result
+        self.done.set()
+
+
 class RaftNode:
     """One server's Raft, wired to the mesh driver's channels and a storage."""
 
@@ -100,6 +118,7 @@ class RaftNode:
     ) -> None:
         self.core = core
         self._storage = storage
+        self._storage_thread = SerialThread("meshlite-raft-storage")
         self._apply_fn = apply
         self._restore_fn = restore
         self._open_channel = open_channel
@@ -107,8 +126,7 @@ class RaftNode:
         self._tick_s = tick_s
         self._wake = anyio.Event()
         self._progress = anyio.Event()  # set after every Ready is done
-        self._results: dict[int, tuple[int, Any]] = {}  # index -> (term, result) to collect
-        self._waiting: set[int] = set()  # indexes a proposer waits for
+        self._proposals: dict[int, list[_Proposal]] = {}  # by index: proposers waiting
         self._reads: dict[bytes, int] = {}  # read ctx -> confirmed index
         self._read_ids = itertools.count(1)
         self._peers: dict[str, MemoryObjectSendStream[bytes]] = {}
@@ -123,11 +141,14 @@ class RaftNode:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._tick_loop)
-            tg.start_soon(self._ready_loop)
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._tick_loop)
+                tg.start_soon(self._ready_loop)
+                task_status.started()
+        finally:
+            self._storage_thread.close()
 
     def _kick(self) -> None:
         self._wake.set()
@@ -167,8 +188,8 @@ class RaftNode:
         early = rd.durable_committed
         for entry in rd.committed_entries[:early]:  # durable here already: answer now
             self._apply(entry)
-        if early:
-            self._progress.set()  # wake their proposers before the save, not after
+        if early:  # their proposers are woken; wake reads and waits too, before the save
+            self._progress.set()
             self._progress = anyio.Event()
         if hs is not None or rd.entries or rd.snapshot is not None:
             await self._save(hs or self._unsaved_hs, rd.entries, rd.snapshot)
@@ -192,7 +213,7 @@ class RaftNode:
         if self._storage.in_memory:
             self._storage.save(hs, entries, snapshot)
         else:
-            await anyio.to_thread.run_sync(self._storage.save, hs, entries, snapshot)
+            await self._storage_thread.run(self._storage.save, hs, entries, snapshot)
         if hs is not None:
             self._saved_hs = hs
             if self._unsaved_hs is not None and self._unsaved_hs.commit <= hs.commit:
@@ -201,27 +222,28 @@ class RaftNode:
     def _apply(self, entry: Entry) -> None:
         result = self._apply_fn(entry) if entry.kind is EntryKind.NORMAL else None
         self.applied = entry.index
-        if entry.index in self._waiting:
-            self._results[entry.index] = (entry.term, result)
+        for proposal in self._proposals.pop(entry.index, ()):
+            proposal.applied(entry.term, result)
 
     # ------------------------------------------------------------------ client side
 
     async def propose(self, data: bytes) -> Any:
         """Replicate ``data``; the state machine's result once applied here."""
         index = self.core.propose(data)  # NotLeaderError on a follower
-        term = self.core.term
-        self._waiting.add(index)
+        proposal = _Proposal(self.core.term)
+        self._proposals.setdefault(index, []).append(proposal)
         self._kick()
         try:
-            while index not in self._results:
-                await self._progress.wait()
-            got_term, result = self._results.pop(index)
+            await proposal.done.wait()
         finally:
-            self._waiting.discard(index)
-            self._results.pop(index, None)
-        if got_term != term:  # leadership moved and another entry took the index
+            waiting = self._proposals.get(index, [])
+            if proposal in waiting:  # cancelled, or timed out: nobody collects it
+                waiting.remove(proposal)
+                if not waiting:
+                    del self._proposals[index]
+        if proposal.applied_term != proposal.term:  # a new leader's entry took the index
             raise NotLeaderError(self.core.leader, "the proposal was overwritten by a new leader")
-        return result
+        return proposal.result
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Return once ``predicate()`` holds; re-checked after every Ready is handled."""

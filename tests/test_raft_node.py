@@ -13,7 +13,7 @@ from meshes import eventually
 
 import meshlite
 from meshlite import Mesh
-from meshlite._core.raft import Entry, RaftConfig, RaftCore, Snapshot
+from meshlite._core.raft import Entry, EntryKind, RaftConfig, RaftCore, Snapshot
 from meshlite._core.wire import Addr
 from meshlite._raft_node import (
     CHANNEL_RAFT,
@@ -159,3 +159,68 @@ async def test_queued_messages_go_out_in_bounded_batches(anyio_backend: str) -> 
             tx.send_nowait(big)
         assert len(await batch(rx)) == 2  # the byte bound, then the rest
         assert len(await batch(rx)) == 1
+
+
+def _lone_leader() -> tuple[RaftNode, list[bytes]]:
+    """A one-voter RaftNode that leads, not running: a test applies entries by hand."""
+    core = RaftCore("solo", RaftConfig(), random.Random(1))
+    core.bootstrap(["solo"])
+    core.campaign(pre=False)
+    assert core.role.name == "LEADER"
+    applied: list[bytes] = []
+
+    def apply(entry: Entry) -> int:
+        applied.append(entry.data)
+        return len(applied)
+
+    async def no_channel(_addr: Addr, _timeout_s: float) -> None:
+        return None
+
+    node = RaftNode(
+        core,
+        RaftStorage.open(None),
+        apply,
+        lambda _snap: None,
+        open_channel=no_channel,
+        address_of=lambda _name: None,
+        tick_s=RaftConfig().tick_s,
+    )
+    return node, applied
+
+
+async def test_a_proposer_gets_its_own_entrys_result_or_learns_it_was_replaced(
+    anyio_backend: str,
+) -> None:
+    """Each proposer is woken by the apply of its index alone: with the term it proposed
+    in, it gets the state machine's result; with another term (a new leader's entry took
+    the index) NotLeaderError; a proposer that gives up leaves nothing behind."""
+    node, applied = _lone_leader()
+    term = node.core.term
+    results: dict[bytes, object] = {}
+
+    async def propose(data: bytes) -> None:
+        try:
+            results[data] = await node.propose(data)
+        except NotLeaderError as exc:
+            results[data] = exc
+
+    async with anyio.create_task_group() as tg:
+        for waiting, data in enumerate((b"a", b"b", b"c"), 1):  # proposed in this order
+            tg.start_soon(propose, data)
+            with anyio.fail_after(2):
+                while len(node._proposals) < waiting:
+                    await anyio.sleep(0.01)
+        first = min(node._proposals)
+        node._apply(Entry(first + 1, term, EntryKind.NORMAL, b"b"))  # out of order: only b
+        await eventually(lambda: b"b" in results, timeout_s=2)
+        assert results == {b"b": 1}
+        node._apply(Entry(first, term, EntryKind.NORMAL, b"a"))
+        node._apply(Entry(first + 2, term + 1, EntryKind.NORMAL, b"z"))  # another leader's
+    assert results[b"a"] == 2
+    assert isinstance(results[b"c"], NotLeaderError)
+    assert applied == [b"b", b"a", b"z"]
+    assert node._proposals == {}
+
+    with anyio.move_on_after(0.05):  # a proposer that times out takes itself off
+        await node.propose(b"never applied")
+    assert node._proposals == {}
