@@ -172,7 +172,8 @@ async def one_round(
 async def verify(mesh: meshlite.Mesh, c: Client) -> int:
     """Acknowledged writes missing after everything: keys whose value is below the ack."""
     missing = 0
-    for key, seq in c.acked.items():
+    # A copy: the writer may still see its last put acknowledged while we read.
+    for key, seq in list(c.acked.items()):
         entry = await mesh.kv.get(key)
         if entry is None or int(entry.value) < seq:
             missing += 1
