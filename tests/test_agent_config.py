@@ -13,13 +13,14 @@ import pytest
 
 from meshlite._agent_config import AgentConfig, AgentConfigError, flags_layer, load_dir, load_file
 from meshlite._agent_config import merge as merge_layers
-from meshlite._crypto import generate_key
 from meshlite._health import ScriptCheck
 from meshlite._mesh import Mesh
 from meshlite.cli import agent_config, build_parser
 
-KEY = generate_key()
-KEY2 = generate_key()
+# Fixed keys (valid ones, as generate_key makes them): they appear in test ids, which
+# must be the same in every pytest-xdist worker's collection.
+KEY = base64.b64encode(bytes(range(32))).decode()
+KEY2 = base64.b64encode(bytes(range(32, 64))).decode()
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
