@@ -11,18 +11,19 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
   snapshot (``RaftStorage.save`` in a storage thread of its own, ``_serial_thread`` —
   while it runs, new proposals pile up in the core and the next Ready persists them
   together: group commit), then **send** the messages, then **apply** the snapshot and
-  committed entries to the state machine, then ``advance``. Persist-before-send is what makes a vote or an acknowledgement survive a
-  crash (thesis §3.8). A leader's Ready is sent first and persisted while the followers
-  write theirs (``Ready.messages_first``, thesis §10.2.1): the leader's sync and the
-  followers' overlap instead of adding up. Committed entries already on our disk
-  (``Ready.durable_committed``) are applied, and their proposers woken, before the save: a
-  write is answered one follower sync after it is proposed. A Ready whose only news is a
-  higher commit index persists nothing (etcd's ``MustSync``): Raft never needs the commit
-  index back after a crash (it is learnt again from the leader, and a stale one only
-  delays applying), so it rides along with the next save, or is written *unsynced* on the
-  loop when it goes idle (``RaftStorage.save_commit``) — one sync and one thread hop fewer
-  per replication round, and no sync for the next write to queue behind. In-memory storage is
-  written on the loop itself: no sync to wait for, so a thread hop would only cost;
+  committed entries to the state machine, then ``advance``. Persist-before-send is what
+  makes a vote or an acknowledgement survive a crash (thesis §3.8). A leader's Ready is
+  sent first and persisted while the followers write theirs (``Ready.messages_first``,
+  thesis §10.2.1): the leader's sync and the followers' overlap instead of adding up.
+  Committed entries already on our disk (``Ready.durable_committed``) are applied, and
+  their proposers woken, before the save: a write is answered one follower sync after it
+  is proposed. A Ready whose only news is a higher commit index persists nothing (etcd's
+  ``MustSync``): Raft never needs the commit index back after a crash (it is learnt again
+  from the leader, and a stale one only delays applying), so it rides along with the next
+  save, or is written *unsynced* on the loop when it goes idle
+  (``RaftStorage.save_commit``) — one sync and one thread hop fewer per replication round,
+  and no sync for the next write to queue behind. In-memory storage is written on the loop
+  itself: no sync to wait for, so a thread hop would only cost;
 * outbound messages go to one queue per peer, drained by a task that keeps a channel
   open (reconnecting with backoff) and writes whatever has queued up as one batch; a
   full queue drops, as a lossy network would — Raft retransmits.  The channel seals
