@@ -243,3 +243,54 @@ def test_a_commit_alone_is_not_broadcast_but_rides_the_next_heartbeat() -> None:
     assert net.normal_data("b") == net.normal_data("c") == []
     net.tick(n=1)
     assert net.normal_data("b") == net.normal_data("c") == [b"x"]
+
+
+def _appends_to(net: RaftNet, to: str, queued: bool = False) -> list[int]:
+    """Entries per non-empty Append to ``to``, sent so far (or only still queued)."""
+    msgs = net.queue if queued else net.sent
+    return [len(m.entries) for m in msgs if isinstance(m, Append) and m.to == to and m.entries]
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_partial_batches_wait_for_the_append_in_flight(hold: bool) -> None:
+    """Nagle's rule (``hold_partial_appends``): while an Append is in flight to a follower,
+    entries that would not fill one wait for its acknowledgement and then go together; a
+    full batch is pipelined at once. Without the rule every burst is an Append of its own."""
+    net = RaftNet(["a", "b", "c"], RaftConfig(max_append_entries=4, hold_partial_appends=hold))
+    net.elect("a")
+    net.tick(n=1)  # followers replicate now
+    sent_before = len(_appends_to(net, "b"))
+    for i in range(3):  # three bursts of one entry, none answered yet
+        net.propose("a", b"p%d" % i)
+    assert _appends_to(net, "b", queued=True) == ([1] if hold else [1, 1, 1])
+    for i in range(4):  # a full batch's worth in one Ready: pipelined behind the first
+        net.core("a").propose(b"f%d" % i)
+    net.process("a")
+    assert _appends_to(net, "b", queued=True) == ([1, 4] if hold else [1, 1, 1, 4])
+    net.deliver()  # the first acknowledgement releases what was held, as one Append
+    net.tick(n=1)
+    assert _appends_to(net, "b")[sent_before:] == ([1, 4, 2] if hold else [1, 1, 1, 4])
+    assert net.normal_data("b") == net.normal_data("a")
+    assert net.normal_data("a")[-7:] == [b"p0", b"p1", b"p2", b"f0", b"f1", b"f2", b"f3"]
+
+
+def test_a_lost_append_holds_entries_only_until_a_heartbeat_response() -> None:
+    net = RaftNet(["a", "b", "c"])
+    net.elect("a")
+    net.tick(n=1)
+    lost: list[Message] = []
+
+    def lose_first_append_to_b(m: Message) -> bool:
+        if isinstance(m, Append) and m.to == "b" and m.entries and not lost:
+            lost.append(m)
+            return True
+        return False
+
+    net.drop = lose_first_append_to_b
+    for i in range(3):
+        net.propose("a", b"x%d" % i)
+        net.deliver()  # c answers: committed; b's entries wait behind the lost Append
+    assert lost and net.core("a").log.committed == net.core("a").log.last_index
+    assert net.core("b").log.last_index < net.core("a").log.last_index
+    net.tick(n=2)  # a heartbeat response frees the slot: b is repaired and caught up
+    assert net.normal_data("b") == net.normal_data("a")

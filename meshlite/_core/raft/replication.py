@@ -6,7 +6,10 @@ Leader side (etcd-io/raft ``raft.go`` ``maybeSendAppend``/``stepLeader``, thesis
 for each follower the leader sends from ``progress.next`` whatever fits one Append
 (``max_append_entries``/``max_append_bytes``: batching) as long as the follower's
 progress is not paused (``progress.py``: one probe at a time, or a full pipeline
-window).  When ``next - 1`` has been compacted away the follower gets the snapshot
+window) and, with ``hold_partial_appends``, the batch is full or nothing is in flight
+(``config.py``: partial batches wait for the acknowledgement, then go together; a
+heartbeat response frees a slot, so a lost Append cannot hold them for ever).  When
+``next - 1`` has been compacted away the follower gets the snapshot
 instead (thesis §5.1).  Proposals made between two Readys are broadcast once, when the
 Ready is built, so they travel together.
 
@@ -57,15 +60,27 @@ class Replicator(RaftState):
         pr = self.progress[to]
         if pr.is_paused():
             return False
+        # Partial batches wait for the Append in flight (``hold_partial_appends``).
+        hold = (
+            self.cfg.hold_partial_appends
+            and pr.state is ProgressState.REPLICATE
+            and len(pr.inflights) > 0
+            and to != self.lead_transferee  # a transfer catches its target up at once
+        )
         prev = pr.next - 1
         prev_term = self.log.term(prev)
         if prev_term is None:
-            return self.send_snapshot(to)
+            # Not while an Append is in flight: if the follower is there, its answer comes
+            # first; if not, a heartbeat response (it is back) frees the slot.
+            return False if hold else self.send_snapshot(to)
         ents = self.log.entries(
             pr.next, self.log.last_index, self.cfg.max_append_entries, self.cfg.max_append_bytes
         )
         if not ents and not send_if_empty:
             return False
+        last, count = (ents[-1].index, len(ents)) if ents else (0, 0)
+        if hold and last == self.log.last_index and count < self.cfg.max_append_entries:
+            return False  # all there is, and not a full batch: it waits
         self.send(Append(self.id, to, self.term, prev, prev_term, tuple(ents), self.log.committed))
         if ents:
             pr.sent(ents[-1].index)
@@ -168,9 +183,15 @@ class Replicator(RaftState):
             return
         pr.recent_active = True
         pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+        behind = pr.match < self.log.last_index
+        if pr.state is ProgressState.REPLICATE and (
+            pr.inflights.full() or (self.cfg.hold_partial_appends and behind)
+        ):
+            # A lost Append is never acknowledged: free its slot so that the window, or
+            # the entries held behind it, move again (the follower rejects a gap, and
+            # probing finds where it stands).
             pr.inflights.free_first_one()
-        if pr.match < self.log.last_index:
+        if behind:
             self.send_append(msg.frm)
         if msg.read_seq > self.read_acks.get(msg.frm, 0):
             self.read_acks[msg.frm] = msg.read_seq
