@@ -28,6 +28,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -68,20 +69,34 @@ def meshlite_binary() -> str | None:
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free for both TCP and UDP on 127.0.0.1 right now."""
+    """``n`` distinct ports free for both TCP and UDP on 127.0.0.1 right now, picked at random
+    below the kernel's ephemeral range: a port found by binding port 0 lies in that range,
+    where any process's next outgoing connection may take it before our member binds it."""
+    try:
+        floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        floor = 32768
+    rng = random.Random()
     ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        if port not in ports:
+    for _ in range(10_000):
+        if len(ports) == n:
+            return ports
+        port = rng.randint(20000, max(21000, floor) - 1)
+        if port not in ports and all(_bindable(port, kind) for kind in _KINDS):
             ports.append(port)
-    return ports
+    raise RuntimeError(f"no {n} free ports below {floor}")
+
+
+_KINDS = (socket.SOCK_STREAM, socket.SOCK_DGRAM)
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class Member:

@@ -10,14 +10,13 @@ token a user mistyped may be their real one elsewhere.
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from netns import LineProcess
-from test_raft_processes import free_ports
+from ports import free_ports
 from test_services_processes import spawn
 
 TOKEN = "s3cr3t-T0KEN-value-4242"
@@ -38,7 +37,7 @@ WRITES = [
 @pytest.fixture(params=["text", "json"])
 def agent(request: pytest.FixtureRequest) -> Iterator[tuple[LineProcess, str]]:
     (port,) = free_ports(1)
-    (http,) = free_ports(1, socket.SOCK_STREAM)
+    (http,) = free_ports(1)
     args = [sys.executable, "-m", "meshlite.cli", "agent", "--dev", "--name", "acl"]
     args += ["--bind", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{http}", "--dns", "127.0.0.1:0"]
     args += ["--http-token", TOKEN, "--log-level", "trace"]

@@ -9,17 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from ports import free_port
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_flask_service_is_discovered_and_called_by_the_client() -> None:
-    mesh_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
+    mesh_port, http_port = free_port(), free_port()
     env = {**os.environ, "MESHLITE_BIND": f"127.0.0.1:{mesh_port}", "MESHLITE_NAME": "flask-1"}
     service = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "flask_service.py"), "--port", str(http_port)],

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from netns import LineProcess
-from test_raft_processes import free_ports
+from ports import free_ports
 from test_services_processes import spawn
 
 import meshlite
@@ -54,7 +54,7 @@ class Agents:
         self.key = meshlite.generate_key()
         ports = free_ports(len(NAMES))
         self.ports = dict(zip(NAMES, ports, strict=True))
-        self.http = dict(zip(NAMES, free_ports(len(NAMES), socket.SOCK_STREAM), strict=True))
+        self.http = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
         self.procs: dict[str, LineProcess] = {}
 
     def start(self, name: str) -> None:

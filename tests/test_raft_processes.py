@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import signal
-import socket
 import sqlite3
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from netns import LineProcess
+from ports import free_ports
 from test_services_processes import spawn
 
 import meshlite
@@ -35,17 +35,6 @@ from meshlite._raft_storage import RaftStorage
 HERE = Path(__file__).resolve().parent
 DEADLINE_S = 30.0
 NAMES = ["s0", "s1", "s2"]
-
-
-def free_ports(n: int, kind: socket.SocketKind = socket.SOCK_DGRAM) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, kind) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Cluster:
@@ -241,7 +230,7 @@ def served_by(url: str, not_by: str | None = None) -> str:
 def test_the_http_api_bound_by_the_leader_moves_with_leadership(cluster: Cluster) -> None:
     """Three servers share one --http address with --http-on-leader: the leader serves it;
     SIGKILL the leader and the address answers again, from the new leader."""
-    (port,) = free_ports(1, socket.SOCK_STREAM)
+    (port,) = free_ports(1)
     url = f"http://127.0.0.1:{port}"
     for name in NAMES:
         cluster.start(name, ["--http", f"127.0.0.1:{port}", "--http-on-leader"])
