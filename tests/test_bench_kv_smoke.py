@@ -5,6 +5,7 @@
 * ``bench_failover.py``: one SIGKILL of the leader; writes come back and no acknowledged
   write is missing.
 * ``bench_kv_local_reads.py``: every case is reported.
+* ``ab_kv_writes.py``: base (a worktree of HEAD) and head each run once; the worktree goes.
 
 Only the shape of the results is checked: benchmarks measure, tests never assert timings.
 """
@@ -91,3 +92,29 @@ def test_kv_local_reads_smoke() -> None:
     out = _run("bench_kv_local_reads.py", "--quick")
     for case in ("dict[key]", "kv.local(key)", 'consistency="stale"', "(default)", "noop"):
         assert case in out.stdout, out.stdout
+
+
+@needs_meshlite
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (BENCH.parent / ".git").exists(),
+    reason="needs git and a git checkout (the A/B checks out the base revision)",
+)
+@pytest.mark.timeout(TIMEOUT_S + 30)
+def test_ab_kv_writes_smoke() -> None:
+    """Both versions run (the base from a worktree, removed afterwards) and are tabled."""
+    before = subprocess.run(
+        ["git", "-C", str(BENCH.parent), "worktree", "list"], capture_output=True, text=True
+    ).stdout
+    out = _run(
+        "ab_kv_writes.py",
+        *("--base", "HEAD", "--writers", "2", "--repeats", "1"),
+        *("--duration-s", "1", "--warmup-s", "0.3"),
+    )
+    rows = [
+        line.split("|")[2].strip() for line in out.stdout.splitlines() if line.startswith("| 2 |")
+    ]
+    assert rows == ["base", "head", "head/base"], out.stdout
+    after = subprocess.run(
+        ["git", "-C", str(BENCH.parent), "worktree", "list"], capture_output=True, text=True
+    ).stdout
+    assert after == before  # the worktree is gone
