@@ -7,8 +7,9 @@ Each member is a child process in its own session (``start_new_session``), so
 file in the cluster's temporary directory (kept under ``benchmarks/results/logs`` when a
 ``keep_logs`` directory is given).  A cluster is a context manager: ``__exit__`` kills
 every member it started, whatever happened, and removes its temporary directory (data
-dirs included).  Ports come from :func:`free_ports` (bound to port 0, TCP and UDP, then
-released: a tiny race, acceptable on a benchmark machine).  Only 127.0.0.1 is used.
+dirs included).  Ports come from :func:`free_ports`: random, free for TCP and UDP, and below
+the kernel's ephemeral range, so no outgoing connection takes one before its member binds
+it.  Only 127.0.0.1 is used.
 
 * :class:`EtcdCluster`: Debian's ``etcd`` (3.4), three members with their own client and
   peer ports and data dirs, ``--initial-cluster-state new``, every other setting at its
@@ -47,6 +48,7 @@ __all__ = [
     "etcd_binary",
     "free_ports",
     "meshlite_binary",
+    "port_free",
 ]
 
 # etcd members normally answer within a second or two of starting; Python agents take
@@ -82,20 +84,19 @@ def free_ports(n: int) -> list[int]:
         if len(ports) == n:
             return ports
         port = rng.randint(20000, max(21000, floor) - 1)
-        if port not in ports and all(_bindable(port, kind) for kind in _KINDS):
+        if port not in ports and port_free(port):
             ports.append(port)
     raise RuntimeError(f"no {n} free ports below {floor}")
 
 
-_KINDS = (socket.SOCK_STREAM, socket.SOCK_DGRAM)
-
-
-def _bindable(port: int, kind: socket.SocketKind) -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+def port_free(port: int) -> bool:
+    """Whether ``port`` can be bound on 127.0.0.1 for both TCP and UDP right now."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
     return True
 
 

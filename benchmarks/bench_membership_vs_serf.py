@@ -29,7 +29,6 @@ import argparse
 import base64
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 from _gossip_harness import ByteCounters, Cluster, cpu_seconds, rss_mib
 from _gossip_systems import SYSTEMS, GossipSystem, Kind, Spec
+from _kv_cluster import port_free
 from _membership_report import machine_info, print_table, summarise, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -57,22 +57,12 @@ RPC_OFFSET = 100
 GID_BASE = 60000 + (os.getpid() % 50) * 100
 
 
-def _port_free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 def _specs(n: int, run_no: int, with_gids: bool) -> list[Spec]:
     blocks = (PORT_LAST - PORT_FIRST) // PORT_BLOCK
     for attempt in range(blocks):  # bounded: every block at most once
         base = PORT_FIRST + ((run_no + attempt) % blocks) * PORT_BLOCK
         ports = [base + i for i in range(n)] + [base + RPC_OFFSET + i for i in range(n)]
-        if all(_port_free(p) for p in ports):
+        if all(port_free(p) for p in ports):
             gids = [GID_BASE + i if with_gids else None for i in range(n)]
             return [Spec(f"m{i:02d}", base + i, base + RPC_OFFSET + i, gids[i]) for i in range(n)]
     raise RuntimeError(f"no free block of {n} ports in {PORT_FIRST}-{PORT_LAST}")
