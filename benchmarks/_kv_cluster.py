@@ -7,9 +7,9 @@ Each member is a child process in its own session (``start_new_session``), so
 file in the cluster's temporary directory (kept under ``benchmarks/results/logs`` when a
 ``keep_logs`` directory is given).  A cluster is a context manager: ``__exit__`` kills
 every member it started, whatever happened, and removes its temporary directory (data
-dirs included).  Ports come from :func:`free_ports`: random, free for TCP and UDP, and below
-the kernel's ephemeral range, so no outgoing connection takes one before its member binds
-it.  Only 127.0.0.1 is used.
+dirs included).  Ports come from ``meshlite.testing.free_ports``: random, free for TCP and
+UDP, below the kernel's ephemeral range, so no outgoing connection takes one before its
+member binds it.  Only 127.0.0.1 is used.
 
 * :class:`EtcdCluster`: Debian's ``etcd`` (3.4), three members with their own client and
   peer ports and data dirs, ``--initial-cluster-state new``, every other setting at its
@@ -29,10 +29,8 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from meshlite.testing import free_ports, port_free
 
 __all__ = [
     "EtcdCluster",
@@ -68,36 +68,6 @@ def etcd_binary() -> str | None:
 def meshlite_binary() -> str | None:
     beside = Path(sys.executable).parent / "meshlite"
     return str(beside) if beside.exists() else shutil.which("meshlite")
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free for both TCP and UDP on 127.0.0.1 right now, picked at random
-    below the kernel's ephemeral range: a port found by binding port 0 lies in that range,
-    where any process's next outgoing connection may take it before our member binds it."""
-    try:
-        floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        floor = 32768
-    rng = random.Random()
-    ports: list[int] = []
-    for _ in range(10_000):
-        if len(ports) == n:
-            return ports
-        port = rng.randint(20000, max(21000, floor) - 1)
-        if port not in ports and port_free(port):
-            ports.append(port)
-    raise RuntimeError(f"no {n} free ports below {floor}")
-
-
-def port_free(port: int) -> bool:
-    """Whether ``port`` can be bound on 127.0.0.1 for both TCP and UDP right now."""
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
 
 
 class Member:

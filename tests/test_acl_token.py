@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from netns import LineProcess
-from ports import free_ports
 from test_services_processes import spawn
+
+from meshlite.testing import free_ports
 
 TOKEN = "s3cr3t-T0KEN-value-4242"
 WRONG = "wr0ng-T0KEN-value-1717"

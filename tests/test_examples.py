@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ports import free_port
+from meshlite.testing import free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -27,12 +27,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from netns import LineProcess
-from ports import free_ports
 from test_services_processes import spawn
 
 import meshlite
 from meshlite._crypto import Keyring, Sealer, encode_stream_frame, parse_key
 from meshlite._transport import CHANNEL_MAGIC, MUX_MAGIC
+from meshlite.testing import free_ports
 
 DEADLINE_S = 30.0
 PACKETS = 100_000

@@ -23,7 +23,6 @@ from pathlib import Path
 import httpx
 import pytest
 from netns import LineProcess
-from ports import free_ports
 from test_services_processes import spawn
 
 import meshlite
@@ -31,6 +30,7 @@ from meshlite._core.kv import KVStore
 from meshlite._core.raft import EntryKind
 from meshlite._raft_server import RAFT_DB_NAME
 from meshlite._raft_storage import RaftStorage
+from meshlite.testing import free_ports
 
 HERE = Path(__file__).resolve().parent
 DEADLINE_S = 30.0

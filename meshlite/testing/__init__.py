@@ -19,6 +19,7 @@ from __future__ import annotations
 from meshlite.testing._clock import SimClock
 from meshlite.testing._engine import SimCore, Simulation, SimulationError
 from meshlite.testing._network import SimNetwork
+from meshlite.testing._ports import free_port, free_ports, port_free
 from meshlite.testing._replay import env_seed, long_run, replay_hint, sim_seeds
 from meshlite.testing._swim import MemberRecord, SimCluster, SwimLike, SwimNode, sim_addr
 
@@ -33,7 +34,10 @@ __all__ = [
     "SwimLike",
     "SwimNode",
     "env_seed",
+    "free_port",
+    "free_ports",
     "long_run",
+    "port_free",
     "replay_hint",
     "sim_addr",
     "sim_seeds",
