@@ -35,3 +35,12 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = DEADLINE_
     with anyio.fail_after(timeout_s):
         while not predicate():
             await anyio.sleep(0.05)
+
+
+async def eventually_in_thread(
+    predicate: Callable[[], bool], timeout_s: float = DEADLINE_S
+) -> None:
+    """``eventually`` for a predicate that blocks (a call through a portal, a sync client)."""
+    with anyio.fail_after(timeout_s):
+        while not await anyio.to_thread.run_sync(predicate):
+            await anyio.sleep(0.05)

@@ -24,7 +24,7 @@ import attrs
 import consul
 import pytest
 from http_served import py_consul, served
-from meshes import eventually
+from meshes import eventually, eventually_in_thread
 
 import meshlite
 from meshlite import Mesh
@@ -375,12 +375,6 @@ async def test_another_peers_service_shows_its_aggregate_and_serf_health(
         assert {n["Node"] for n in nodes} == {"a", "b"}  # failed nodes stay until reaped
         await eventually_in_thread(lambda: serf_state() is None)
         assert await anyio.to_thread.run_sync(lambda: c.catalog.services()[1]) == {}
-
-
-async def eventually_in_thread(predicate: Any, timeout_s: float = DEADLINE_S) -> None:
-    with anyio.fail_after(timeout_s):
-        while not await anyio.to_thread.run_sync(predicate):
-            await anyio.sleep(0.1)
 
 
 # ------------------------------------------------------------------------------ agent

@@ -7,7 +7,7 @@ import socket
 
 import anyio
 import pytest
-from meshes import eventually, mesh_of
+from meshes import eventually, eventually_in_thread, mesh_of
 
 import meshlite
 from meshlite import ConfigError, MemberEventKind, Mesh
@@ -197,9 +197,11 @@ def test_sync_default_mesh_from_environment(monkeypatch: pytest.MonkeyPatch) -> 
             mesh = await anyio.to_thread.run_sync(lambda: meshlite.start(profile="local"))
             try:
                 assert meshlite.default_mesh() is mesh
-                await eventually(lambda: {m.name for m in seed.members()} == {"seed", "sync-peer"})
-                names = await anyio.to_thread.run_sync(lambda: {m.name for m in meshlite.members()})
-                assert names == {"seed", "sync-peer"}
+                both = {"seed", "sync-peer"}
+                await eventually(lambda: {m.name for m in seed.members()} == both)
+                # Joining runs in the background: the seed can learn of the new peer (its
+                # join message) a moment before the peer learns of the seed (the reply).
+                await eventually_in_thread(lambda: {m.name for m in meshlite.members()} == both)
                 with pytest.raises(RuntimeError, match="already running"):
                     meshlite.start()
             finally:
