@@ -16,7 +16,9 @@ Retrying is only done when it is safe.  A read is always safe.  A write is retri
 when it certainly did not apply: no connection could be made (``NotSentError``), or the
 server refused it before proposing (``not_leader``).  A write that was sent and got no
 answer raises :class:`OutcomeUnknownError` — re-sending a ``cas`` put could apply it
-twice.  ``consistency="stale"`` reads on a server are answered from its own replica.
+twice.  Puts and deletes that this process's tasks send to the same server at the same
+moment go together as one call (``_kv_coalesce.py``), each with its own answer.
+``consistency="stale"`` reads on a server are answered from its own replica.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import anyio
 from meshlite._core.kv import KVEntry, KVResult, Session, TxnOp
 from meshlite._core.kv_types import DEFAULT_LOCK_DELAY_S
 from meshlite._core.wire_checks import DecodeError
+from meshlite._kv_coalesce import CallCoalescer
 from meshlite._kv_serve import dispatch
-from meshlite._kv_wire import RpcError, decode_reply, encode_call
+from meshlite._kv_wire import BATCHABLE, RpcError, decode_reply, encode_call
 from meshlite._raft_server_kv import MAX_WAIT_S, Consistency, KVRead
 from meshlite._transport import NotSentError
 from meshlite.errors import (
@@ -78,6 +81,7 @@ class KV:
         self._host = host
         self._hold_s = hold_s
         self._rng = random.Random()
+        self._coalescer = CallCoalescer(host._running)
 
     # ------------------------------------------------------------------ writes
 
@@ -280,7 +284,10 @@ class KV:
             timeout += MAX_WAIT_S if args[5] is None else min(args[5], MAX_WAIT_S)
         payload = encode_call(method, *args)
         try:
-            reply = await self._host._running().call(addrs[target], payload, timeout)
+            if method in BATCHABLE:  # sent with this process's other writes in flight
+                reply = await self._coalescer.call(addrs[target], payload, timeout)
+            else:
+                reply = await self._host._running().call(addrs[target], payload, timeout)
         except NotSentError:
             unreachable.add(target)
             return RpcError("unreachable", f"{target} is unreachable", None)

@@ -10,6 +10,10 @@ command), ``OutcomeUnknownError`` (proposed, but no result within
 entry committed).  :func:`serve` wraps it for a forwarded call: remote bytes in, sealed
 answer bytes out, never an exception (garbage becomes a ``bad_request`` answer).
 
+A ``batch`` call (a client's concurrent puts and deletes, ``_kv_wire.BATCHABLE``) is
+answered call by call, each exactly as if it had come alone; its writes reach the
+``WriteBatcher`` together (``RaftServer.write_many``), so they share Raft entries.
+
 A session is bound to a node, which must be an alive member of the mesh here (Consul
 refuses a session for a node missing from its catalog): otherwise the leader would
 invalidate it at once for a failed node.
@@ -23,8 +27,11 @@ from typing import Any
 
 import anyio
 
+from meshlite._core.kv import TxnOp, delete_op, put_op
 from meshlite._core.wire_checks import DecodeError
 from meshlite._kv_wire import (
+    BATCHABLE,
+    Call,
     decode_call,
     encode_error,
     encode_result,
@@ -90,12 +97,60 @@ async def serve(server: RaftServer, data: bytes, node_alive: Callable[[str], boo
         call = decode_call(data)
     except DecodeError as exc:
         return encode_error("bad_request", str(exc))
+    if call.method == "batch":
+        return encode_result(call.method, call.args, await _serve_batch(server, call.args[0]))
     try:
         value = await dispatch(server, call.method, call.args, node_alive)
-    except NotLeaderError as exc:
-        return encode_error("not_leader", str(exc), exc.leader_hint)
-    except ConfigError as exc:
-        return encode_error("config", str(exc))
-    except OutcomeUnknownError as exc:
-        return encode_error("unknown", str(exc))
+    except (NotLeaderError, ConfigError, OutcomeUnknownError) as exc:
+        return _error_answer(exc)
     return encode_result(call.method, call.args, value)
+
+
+def _error_answer(exc: Exception) -> bytes:
+    if isinstance(exc, NotLeaderError):
+        return encode_error("not_leader", str(exc), exc.leader_hint)
+    if isinstance(exc, ConfigError):
+        return encode_error("config", str(exc))
+    return encode_error("unknown", str(exc))
+
+
+def _op_of(call: Call) -> TxnOp:
+    """The write of a batched call (``DecodeError`` for a call that is not a put or a
+    delete, ``ConfigError`` for bad arguments)."""
+    if call.method not in BATCHABLE:
+        raise DecodeError(f"{call.method!r} is not sent in a batch")
+    if call.method == "put":
+        key, value, flags, cas, acquire, release = call.args
+        return put_op(key, value, flags=flags, cas=cas, acquire=acquire, release=release)
+    key, recurse, cas = call.args
+    return delete_op(key, recurse=recurse, cas=cas)
+
+
+async def _serve_batch(server: RaftServer, calls: list[bytes]) -> list[bytes]:
+    """One answer per call of a ``batch``, in order (module doc)."""
+    answers: list[bytes | None] = [None] * len(calls)
+    ops: list[TxnOp] = []
+    sent: list[tuple[int, Call]] = []  # (position, call) of each op proposed
+    for i, data in enumerate(calls):
+        try:
+            call = decode_call(data)
+            ops.append(_op_of(call))
+            sent.append((i, call))
+        except DecodeError as exc:
+            answers[i] = encode_error("bad_request", str(exc))
+        except ConfigError as exc:
+            answers[i] = encode_error("config", str(exc))
+    outcomes: list[Any] = []
+    if ops:
+        with anyio.move_on_after(PROPOSE_TIMEOUT_S):
+            outcomes = await server.write_many(ops)
+    unknown = OutcomeUnknownError(
+        f"no result in {PROPOSE_TIMEOUT_S:g}s; it may or may not have been applied"
+    )
+    for n, (i, call) in enumerate(sent):
+        outcome = outcomes[n] if outcomes else unknown
+        if isinstance(outcome, Exception):
+            answers[i] = _error_answer(outcome)
+        else:
+            answers[i] = encode_result(call.method, call.args, outcome.ok)
+    return [a for a in answers if a is not None]

@@ -9,6 +9,11 @@ port, each call marked with the message kind ``Kind.RPC``.  A call is the msgpac
 (:data:`CALLS`).  An answer is ``[0, result]`` or ``[1, error_kind, text, leader_hint]``
 where ``error_kind`` is one of :data:`ERROR_KINDS`.
 
+A ``batch`` call carries up to :data:`MAX_BATCH_CALLS` encoded ``put`` and ``delete``
+calls (:data:`BATCHABLE`) that a client had in flight to the same server at once
+(``_kv_coalesce.py``); its answer is the list of their encoded answers, in order, each
+exactly what the call alone would have been answered.
+
 Everything that arrives is remote input: :func:`decode_call` and :func:`decode_reply`
 check every field and raise only :class:`DecodeError`; the server turns that into an
 error answer, never an exception.  Value types travel as the snapshot encodes them
@@ -45,8 +50,10 @@ from meshlite._core.wire_checks import (
 from meshlite._raft_server_kv import READS, KVRead
 
 __all__ = [
+    "BATCHABLE",
     "CALLS",
     "ERROR_KINDS",
+    "MAX_BATCH_CALLS",
     "Call",
     "RpcError",
     "decode_call",
@@ -58,6 +65,9 @@ __all__ = [
 
 # Error kinds an answer may carry (each maps to one exception on the caller's side).
 ERROR_KINDS = ("config", "not_leader", "bad_request", "unknown")
+# The calls a client may send together in one ``batch`` call, and at most how many.
+BATCHABLE = frozenset({"put", "delete"})
+MAX_BATCH_CALLS = 64
 
 
 @attrs.frozen
@@ -111,6 +121,12 @@ def _ops(v: Any) -> list[TxnOp]:
     return [_op(x) for x in v]
 
 
+def _calls(v: Any) -> list[bytes]:
+    if type(v) is not list or not 1 <= len(v) <= MAX_BATCH_CALLS:
+        raise DecodeError(f"a batch is an array of 1 to {MAX_BATCH_CALLS} calls")
+    return [check_bytes(c) for c in v]
+
+
 _s, _os, _u, _ou, _b = check_str, _opt(check_str), check_uint, _opt(check_uint), check_bool
 # method -> the checker of each positional argument
 CALLS: dict[str, tuple[Callable[[Any], Any], ...]] = {
@@ -122,6 +138,7 @@ CALLS: dict[str, tuple[Callable[[Any], Any], ...]] = {
     "session_renew": (_s,),
     "read": (_what, _s, _os, _s, _ou, _opt(_float)),  # what key sep consistency index wait
     "state": (),  # does this server hold Raft state? (bootstrap safety)
+    "batch": (_calls,),  # encoded put/delete calls, answered one by one
 }
 
 
@@ -220,7 +237,7 @@ def encode_result(method: str, args: tuple[Any, ...], value: Any) -> bytes:
         read: KVRead[Any] = value
         wire = [_value_to_wire(args[0], read.value), read.index, read.lag, read.leader]
     else:
-        wire = value  # put/delete/destroy: bool; state: bool
+        wire = value  # put/delete/destroy: bool; state: bool; batch: the answers' bytes
     data: bytes = msgpack.packb([0, wire], use_bin_type=True)
     return data
 
@@ -247,6 +264,10 @@ def decode_reply(method: str, args: tuple[Any, ...], data: bytes) -> Any:
 
 
 def _result_of(method: str, args: tuple[Any, ...], v: Any) -> Any:
+    if method == "batch":
+        if type(v) is not list or len(v) != len(args[0]):
+            raise DecodeError("a batch answer is an array of one answer per call")
+        return [check_bytes(a) for a in v]
     if method == "txn":
         return _result_from_wire(v)
     if method in ("session_create", "session_renew"):

@@ -66,7 +66,7 @@ from meshlite._serial_thread import SerialThread
 from meshlite._transport import Channel, next_batch
 from meshlite.errors import NotLeaderError
 
-__all__ = ["CHANNEL_RAFT", "RaftNode"]
+__all__ = ["CHANNEL_RAFT", "Proposal", "RaftNode"]
 
 log = logging.getLogger("meshlite.raft")
 
@@ -87,13 +87,15 @@ Restore = Callable[[Snapshot], None]
 OpenChannel = Callable[[Addr, float], Awaitable[Channel | None]]
 
 
-class _Proposal:
-    """One ``propose`` call waiting for the entry at its index to apply."""
+class Proposal:
+    """An entry this server appended, waited on until the entry at its index applies."""
 
-    __slots__ = ("applied_term", "done", "result", "term")
+    __slots__ = ("applied_term", "done", "index", "result", "term", "waiters")
 
-    def __init__(self, term: int) -> None:
+    def __init__(self, index: int, term: int, waiters: int) -> None:
+        self.index = index  # where it was appended
         self.term = term  # the term it was proposed in
+        self.waiters = waiters  # callers still waiting for it (a batch has several)
         self.done = anyio.Event()
         self.applied_term = 0  # the term of the entry applied at its index
         self.result: Any = None
@@ -127,13 +129,15 @@ class RaftNode:
         self._tick_s = tick_s
         self._wake = anyio.Event()
         self._progress = anyio.Event()  # set after every Ready is done
-        self._proposals: dict[int, list[_Proposal]] = {}  # by index: proposers waiting
+        self._proposals: dict[int, list[Proposal]] = {}  # by index: proposers waiting
         self._reads: dict[bytes, int] = {}  # read ctx -> confirmed index
         self._read_ids = itertools.count(1)
         self._peers: dict[str, MemoryObjectSendStream[bytes]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self.applied = core.status()["applied"]
         self.dropped: dict[str, int] = {}
+        # Called before each Ready is taken: a batcher proposes what queued up meanwhile.
+        self.before_ready: Callable[[], None] = lambda: None
         self._saved_hs = core.hard_state()  # the hard state storage holds (as loaded)
         self._unsaved_hs: HardState | None = None  # a newer commit index, not saved yet
 
@@ -151,7 +155,8 @@ class RaftNode:
         finally:
             self._storage_thread.close()
 
-    def _kick(self) -> None:
+    def kick(self) -> None:
+        """Have the ready loop look for work (and call ``before_ready``) soon."""
         self._wake.set()
 
     async def _tick_loop(self) -> None:
@@ -159,14 +164,16 @@ class RaftNode:
             await anyio.sleep(self._tick_s)
             self.core.tick()
             if self.core.has_ready():
-                self._kick()
+                self.kick()
 
     async def _ready_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
+            self.before_ready()
             while self.core.has_ready():
                 await self._handle(self.core.ready())
+                self.before_ready()
             if self._unsaved_hs is not None:  # idle: write the commit index, unsynced
                 self._storage.save_commit(self._unsaved_hs)
                 self._saved_hs, self._unsaved_hs = self._unsaved_hs, None
@@ -230,19 +237,37 @@ class RaftNode:
 
     async def propose(self, data: bytes) -> Any:
         """Replicate ``data``; the state machine's result once applied here."""
-        index = self.core.propose(data)  # NotLeaderError on a follower
-        proposal = _Proposal(self.core.term)
-        self._proposals.setdefault(index, []).append(proposal)
-        self._kick()
+        proposal = self.start_proposal(data)
         try:
             await proposal.done.wait()
         finally:
-            waiting = self._proposals.get(index, [])
-            if proposal in waiting:  # cancelled, or timed out: nobody collects it
-                waiting.remove(proposal)
-                if not waiting:
-                    del self._proposals[index]
-        if proposal.applied_term != proposal.term:  # a new leader's entry took the index
+            self.drop_proposal(proposal)
+        return self.outcome(proposal)
+
+    def start_proposal(self, data: bytes, waiters: int = 1) -> Proposal:
+        """Append ``data`` to the log now (``NotLeaderError`` on a follower).  Each of the
+        ``waiters`` waits on the proposal's ``done``, takes :meth:`outcome` and then
+        calls :meth:`drop_proposal` (also when cancelled)."""
+        index = self.core.propose(data)
+        proposal = Proposal(index, self.core.term, waiters)
+        self._proposals.setdefault(index, []).append(proposal)
+        self.kick()
+        return proposal
+
+    def drop_proposal(self, proposal: Proposal) -> None:
+        """One waiter is done with ``proposal`` (answered, cancelled or timed out); once
+        nobody waits, an unapplied proposal is forgotten."""
+        proposal.waiters -= 1
+        waiting = self._proposals.get(proposal.index, [])
+        if proposal.waiters <= 0 and proposal in waiting:
+            waiting.remove(proposal)
+            if not waiting:
+                del self._proposals[proposal.index]
+
+    def outcome(self, proposal: Proposal) -> Any:
+        """A done proposal's result; ``NotLeaderError`` if another leader's entry took
+        its index (it can never commit)."""
+        if proposal.applied_term != proposal.term:
             raise NotLeaderError(self.core.leader, "the proposal was overwritten by a new leader")
         return proposal.result
 
@@ -254,19 +279,19 @@ class RaftNode:
     def propose_conf_change(self, *, add: str | None = None, remove: str | None = None) -> int:
         """Add or remove one voter (leader only); the index the change is appended at."""
         index = self.core.propose_conf_change(add=add, remove=remove)
-        self._kick()
+        self.kick()
         return index
 
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to voter ``to`` (thesis §3.10); see ``RaftCore``."""
         self.core.transfer_leadership(to)
-        self._kick()
+        self.kick()
 
     async def read_barrier(self) -> None:
         """Return once a read of the local state machine is linearizable (ReadIndex)."""
         ctx = next(self._read_ids).to_bytes(8, "big")
         self.core.read_index(ctx)  # NotLeaderError on a follower
-        self._kick()
+        self.kick()
         try:
             while ctx not in self._reads or self.applied < self._reads[ctx]:
                 await self._progress.wait()
@@ -284,7 +309,7 @@ class RaftNode:
             return
         self.core.step(msg)
         if self.core.has_ready():
-            self._kick()
+            self.kick()
 
     def _send(self, msg: Message) -> None:
         queue = self._peers.get(msg.to)

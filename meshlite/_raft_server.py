@@ -54,6 +54,7 @@ from meshlite._core.kv import (
 )
 from meshlite._core.raft import Entry, RaftConfig, RaftCore, Role, Snapshot
 from meshlite._core.wire import Addr
+from meshlite._kv_batcher import WriteBatcher
 from meshlite._raft_node import OpenChannel, RaftNode
 from meshlite._raft_server_kv import CONSISTENCY_MODES, Consistency, KVApi, KVRead
 from meshlite._raft_storage import RaftStorage
@@ -114,6 +115,7 @@ class RaftServer(KVApi):
         )
         self._threshold = snapshot_threshold
         self._clock = clock
+        self._batcher = WriteBatcher(self.node, clock)
         self._changed = anyio.Event()  # set (and replaced) whenever a key changes
         self._reset_term = 0  # the term whose session timers reset was committed
         self.snapshots = 0  # snapshots taken by this server

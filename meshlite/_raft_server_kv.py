@@ -3,11 +3,13 @@
 Theory of operation
 -------------------
 Mixed into :class:`meshlite._raft_server.RaftServer`, which owns the state it uses
-(``kv``, ``node``, the ``_changed`` event and the clock).  Writes build a command with
-the ``kv_commands`` builders (bad arguments raise ``ConfigError`` before anything is
-proposed), stamp it with the leader's ``time.time()`` (``kv_commands.stamp``) and wait
-for it to apply here (``RaftNode.propose``); a refused command (an unknown session)
-raises ``ConfigError`` with the state machine's reason.
+(``kv``, ``node``, the batcher, the ``_changed`` event and the clock).  Writes build a
+command with the ``kv_commands`` builders (bad arguments raise ``ConfigError`` before
+anything is proposed), stamp it with the leader's ``time.time()`` (``kv_commands.stamp``)
+and wait for it to apply here (``RaftNode.propose``); puts and deletes of one key go
+through the ``WriteBatcher`` (``_kv_batcher.py``), which lets writes arriving together
+share an entry.  A refused command (an unknown session) raises ``ConfigError`` with the
+state machine's reason.
 
 Reads, all through :meth:`KVApi.read` (``mesh.kv`` wraps it as ``get``/``list``/``keys``),
 follow Consul's consistency modes (``agent/consul/rpc.go`` ``blockingQuery`` and
@@ -35,16 +37,17 @@ from meshlite._core.kv import (
     KVStore,
     Session,
     TxnOp,
-    cmd_delete,
-    cmd_put,
     cmd_session_create,
     cmd_session_destroy,
     cmd_session_renew,
     cmd_txn,
+    delete_op,
+    put_op,
     stamp,
 )
 from meshlite._core.kv_types import DEFAULT_LOCK_DELAY_S, READ_VERBS
 from meshlite._core.raft import Role
+from meshlite._kv_batcher import WriteBatcher
 from meshlite._raft_node import RaftNode
 from meshlite.errors import ConfigError, NotLeaderError
 
@@ -76,6 +79,13 @@ class KVRead(Generic[T]):
     leader: str | None
 
 
+def _refused_raises(result: KVResult) -> KVResult:
+    """A command the state machine refused (an unknown session, say) is a ConfigError."""
+    if result.error is not None:
+        raise ConfigError(result.error)
+    return result
+
+
 class KVApi:
     """Consul's KV and session calls on one server (see the module doc)."""
 
@@ -84,6 +94,7 @@ class KVApi:
     node: RaftNode
     _changed: anyio.Event
     _clock: Callable[[], float]
+    _batcher: WriteBatcher
 
     async def _propose(self, command: bytes) -> KVResult:
         result = await self.node.propose(stamp(command, self._clock()))
@@ -91,10 +102,7 @@ class KVApi:
         return result
 
     async def _write(self, command: bytes) -> KVResult:
-        result = await self._propose(command)
-        if result.error is not None:
-            raise ConfigError(result.error)
-        return result
+        return _refused_raises(await self._propose(command))
 
     # ------------------------------------------------------------------ KV writes
 
@@ -109,12 +117,22 @@ class KVApi:
         release: str | None = None,
     ) -> bool:
         """Consul's ``PUT /v1/kv/<key>``: False on a stale ``cas`` or a lock not taken."""
-        command = cmd_put(key, value, flags=flags, cas=cas, acquire=acquire, release=release)
-        return (await self._write(command)).ok
+        op = put_op(key, value, flags=flags, cas=cas, acquire=acquire, release=release)
+        return _refused_raises(await self._batcher.write(op)).ok
 
     async def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
         """Consul's ``DELETE /v1/kv/<key>``: False on a stale ``cas``."""
-        return (await self._write(cmd_delete(key, recurse=recurse, cas=cas))).ok
+        op = delete_op(key, recurse=recurse, cas=cas)
+        return _refused_raises(await self._batcher.write(op)).ok
+
+    async def write_many(self, ops: Sequence[TxnOp]) -> builtins.list[KVResult | Exception]:
+        """Single-key writes (``put_op`` / ``delete_op``) proposed together: each one's
+        result, or the ``NotLeaderError`` / ``ConfigError`` it alone would raise."""
+        outcomes = await self._batcher.write_many(ops)
+        return [
+            ConfigError(o.error) if isinstance(o, KVResult) and o.error is not None else o
+            for o in outcomes
+        ]
 
     async def txn(self, ops: Sequence[TxnOp]) -> KVResult:
         """All-or-nothing transaction; read-only ones are served locally (``TxnRO``)."""

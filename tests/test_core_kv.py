@@ -12,6 +12,9 @@ from strategies import msgpack_values
 
 from meshlite._core.kv import KVStore
 from meshlite._core.kv_commands import (
+    Kind,
+    batch_groups,
+    cmd_batch,
     cmd_delete,
     cmd_expire_sessions,
     cmd_node_failed,
@@ -22,11 +25,19 @@ from meshlite._core.kv_commands import (
     cmd_session_destroy,
     cmd_session_renew,
     cmd_txn,
+    delete_op,
+    put_op,
     stamp,
     unstamp,
 )
 from meshlite._core.kv_decode import decode_command
-from meshlite._core.kv_types import MAX_TXN_OPS, MAX_VALUE_BYTES, KVResult, TxnOp
+from meshlite._core.kv_types import (
+    MAX_TXN_BYTES,
+    MAX_TXN_OPS,
+    MAX_VALUE_BYTES,
+    KVResult,
+    TxnOp,
+)
 from meshlite._core.wire import DecodeError
 from meshlite.errors import ConfigError
 
@@ -380,6 +391,70 @@ def test_old_or_repeated_indexes_are_refused(s: Store) -> None:
     assert entry is not None and entry.value == b"1"
 
 
+# ----------------------------------------------------------------------------- batches
+
+
+def test_batch_writes_answer_as_if_alone_at_one_index(s: Store) -> None:
+    s(cmd_put("old", b"0"))  # index 1
+    r = s(
+        cmd_batch(
+            [
+                put_op("new", b"1", cas=0),
+                put_op("old", b"2", cas=99),  # stale cas: False, the rest still applies
+                delete_op("missing"),
+                put_op("lock", b"", acquire="nobody"),  # unknown session: this one errs
+            ]
+        )
+    )
+    assert r.ok and r.error is None and r.index == 2
+    new, stale, gone, refused = r.batch
+    assert new.ok and new.entry is not None and new.entry.modify_index == 2
+    assert not stale.ok and stale.error is None and stale.entry == s.kv.get("old")
+    assert gone.ok and gone.entry is None
+    assert not refused.ok and refused.error is not None and "session" in refused.error
+    assert set(r.touched) == {"new"}
+    old = s.kv.get("old")
+    assert old is not None and old.value == b"0"
+
+
+def test_batch_rules() -> None:
+    two = [put_op("a", b""), put_op("b", b"")]
+    assert decode_command(cmd_batch(two)) is not None
+    with pytest.raises(ConfigError, match="2 to"):
+        cmd_batch(two[:1])
+    with pytest.raises(ConfigError, match="2 to"):
+        cmd_batch([put_op(f"k{i}", b"") for i in range(MAX_TXN_OPS + 1)])
+    with pytest.raises(ConfigError, match="twice"):
+        cmd_batch([put_op("a", b"1"), delete_op("a")])
+    with pytest.raises(ConfigError, match="delete-tree"):
+        cmd_batch([put_op("a", b""), delete_op("p/", recurse=True)])
+    with pytest.raises(ConfigError, match="unknown verb"):
+        cmd_batch([put_op("a", b""), TxnOp("get", "b")])
+    big = b"x" * (MAX_TXN_BYTES // 2 + 1)
+    with pytest.raises(ConfigError, match="total"):
+        cmd_batch([put_op("a", big), put_op("b", big)])
+    # The log's door refuses what the builder would not make (hand-packed here).
+    for ops in (
+        [["set", "a", b"", 0, 0, None]],
+        [["set", "a", b"", 0, 0, None], ["delete", "a", b"", 0, 0, None]],
+        [["set", "a", b"", 0, 0, None], ["delete-tree", "", b"", 0, 0, None]],
+    ):
+        with pytest.raises(DecodeError):
+            decode_command(msgpack.packb([Kind.BATCH, ops]))
+
+
+def test_batch_groups_keep_order_and_split_where_the_rules_say() -> None:
+    put = [put_op(k, b"") for k in "abcab"]
+    assert batch_groups(put) == [[0, 1, 2], [3, 4]]  # "a" again starts a new run
+    tree = [put_op("a", b""), delete_op("p", recurse=True), put_op("b", b"")]
+    assert batch_groups(tree) == [[0], [1], [2]]
+    many = [put_op(f"k{i}", b"") for i in range(MAX_TXN_OPS + 3)]
+    assert [len(g) for g in batch_groups(many)] == [MAX_TXN_OPS, 3]
+    big = b"x" * (MAX_TXN_BYTES // 2 + 1)
+    assert batch_groups([put_op("a", big), put_op("b", big)]) == [[0], [1]]
+    assert batch_groups([]) == []
+
+
 def test_stamped_entries(s: Store) -> None:
     data = stamp(cmd_session_create("s", "n", ttl_s=10), 50.0)
     assert unstamp(data)[0] == 50.0
@@ -409,6 +484,7 @@ def _all_commands() -> list[bytes]:
         cmd_node_failed("n"),
         cmd_reset_session_timers(),
         cmd_reap_tombstones(3),
+        cmd_batch([put_op("k", b"v"), delete_op("j", cas=2), put_op("i", b"", acquire="s")]),
     ]
 
 

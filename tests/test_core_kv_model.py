@@ -22,9 +22,12 @@ from hypothesis.stateful import (
 
 from meshlite._core.kv import KVStore
 from meshlite._core.kv_commands import (
+    batch_groups,
+    cmd_batch,
     cmd_delete,
     cmd_expire_sessions,
     cmd_node_failed,
+    cmd_op,
     cmd_put,
     cmd_session_create,
     cmd_session_destroy,
@@ -313,6 +316,29 @@ class KVMachine(RuleBasedStateMachine):
         assert [e.op_index for e in r.errors] == failed
         assert r.ok == (not failed)
         assert [(x.op_index, x.entry) for x in r.results] == ([] if failed else results)
+
+    @rule(data=st.data(), n=st.integers(2, 6))
+    def batch(self, data: st.DataObject, n: int) -> None:
+        """Single writes sharing entries as the leader batches them: each answers as if
+        it were alone (``check_single``), at the shared index, in order."""
+        ops = [self.draw_single(data) for _ in range(n)]
+        for group in batch_groups(ops):
+            if len(group) == 1:
+                (i,) = group
+                self.check_single(ops[i], self.apply(cmd_op(ops[i])))
+                continue
+            r = self.apply(cmd_batch([ops[i] for i in group]))
+            assert r.ok and r.error is None and len(r.batch) == len(group)
+            for i, sub in zip(group, r.batch, strict=True):
+                assert sub.index == self.index
+                self.check_single(ops[i], sub)
+
+    def draw_single(self, data: st.DataObject) -> TxnOp:
+        verb = data.draw(st.sampled_from(["set", "cas", "lock", "unlock", "delete", "delete-cas"]))
+        key = data.draw(st.sampled_from(KEYS))
+        sid = data.draw(st.sampled_from(HOLDERS)) if verb in ("lock", "unlock") else None
+        index = data.draw(st.sampled_from(self.index_choices())) if "cas" in verb else 0
+        return TxnOp(verb, key, data.draw(st.sampled_from(VALUES)), 0, index, sid)
 
     def draw_op(self, data: st.DataObject) -> TxnOp:
         verb = data.draw(ops_verbs)

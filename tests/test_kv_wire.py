@@ -14,6 +14,7 @@ from meshlite._core.kv import KVEntry, KVResult, Session, TxnOp
 from meshlite._core.kv_types import TxnError, TxnResult
 from meshlite._core.wire_checks import DecodeError
 from meshlite._kv_wire import (
+    MAX_BATCH_CALLS,
     RpcError,
     decode_call,
     decode_reply,
@@ -56,6 +57,17 @@ def test_calls_and_results_round_trip() -> None:
         assert got == read
 
 
+def test_a_batch_carries_calls_and_their_answers_in_order() -> None:
+    calls = [encode_call("put", "k", b"v", 0, None, None, None), encode_call("delete", "j", 0, 3)]
+    answers = [encode_result("put", (), True), encode_error("config", "bad", None)]
+    assert round_trip("batch", (calls,), answers) == answers
+    with pytest.raises(DecodeError, match="one answer per call"):
+        decode_reply("batch", (calls,), encode_result("batch", (calls,), answers[:1]))
+    for bad in ([], [b"x"] * (MAX_BATCH_CALLS + 1), ["not bytes"]):
+        with pytest.raises(DecodeError):
+            decode_call(msgpack.packb([12, "batch", [bad]], use_bin_type=True))
+
+
 def test_errors_round_trip() -> None:
     reply = encode_error("not_leader", "not the leader", "s2")
     assert decode_reply("put", (), reply) == RpcError("not_leader", "not the leader", "s2")
@@ -68,7 +80,7 @@ def test_garbage_calls_only_raise_decode_error(data: bytes) -> None:
 
 
 @given(
-    st.sampled_from(["put", "delete", "txn", "session_create", "read", "state", "nope"]),
+    st.sampled_from(["put", "delete", "txn", "session_create", "read", "state", "batch", "nope"]),
     msgpack_values,
 )
 def test_well_formed_msgpack_with_wrong_shapes_only_raises_decode_error(
@@ -77,7 +89,12 @@ def test_well_formed_msgpack_with_wrong_shapes_only_raises_decode_error(
     data = msgpack.packb([12, method, args], use_bin_type=True)
     with contextlib.suppress(DecodeError):
         decode_call(data)
-    for m, a in [("read", ("get", "k", None, "default", None, None)), ("txn", ([],)), ("put", ())]:
+    for m, a in [
+        ("read", ("get", "k", None, "default", None, None)),
+        ("txn", ([],)),
+        ("put", ()),
+        ("batch", ([b"", b""],)),
+    ]:
         with contextlib.suppress(DecodeError):
             decode_reply(m, a, msgpack.packb([0, args], use_bin_type=True))
 

@@ -85,12 +85,14 @@ def test_long_profile(servers: int, chunk: int) -> None:
 
 def test_runs_cover_every_outcome() -> None:
     """The histories hold what the checker must reason about: indeterminate writes, CAS
-    that swapped and CAS that did not, refusals, and stores rebuilt from snapshots."""
+    that swapped and CAS that did not, refusals, stores rebuilt from snapshots, and writes
+    that shared a Raft entry (the leader's batches)."""
     results = [run(seed, servers) for seed in range(4) for servers in (3, 5)]
     assert sum(r.ops.indeterminate for r in results) > 0
     assert sum(r.ops.failed for r in results) > 0
     assert sum(r.ops.cas_ok for r in results) > 0
     assert sum(r.kv_restores for r in results) > 0
+    assert sum(r.batched for r in results) > 0
     assert sum(r.raft.crashes for r in results) > 0
     for r in results:
         assert r.ops.invoked == r.ops.ok + r.ops.failed + r.ops.indeterminate

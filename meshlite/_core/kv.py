@@ -31,6 +31,10 @@ around Raft).  For blocking queries (``?index=``), :meth:`KVStore.key_index` and
 
 A waiter with ``index=N`` returns once that value exceeds N; ``KVResult.touched`` lists
 the keys each command changed, so the I/O layer need only re-check those waiters.
+
+A batch entry (``kv_commands.cmd_batch``: single-key writes to distinct keys) applies
+each write as if it were alone, at the entry's index, and answers each one's result in
+``KVResult.batch``; ``touched`` covers them all.
 """
 
 from __future__ import annotations
@@ -42,16 +46,20 @@ from collections.abc import Sequence
 import attrs
 
 from meshlite._core.kv_commands import (
+    BatchCmd,
     Command,
     Kind,
     OpCmd,
     SessionCmd,
     SessionCreateCmd,
     TxnCmd,
+    batch_groups,
     check_txn,
+    cmd_batch,
     cmd_delete,
     cmd_expire_sessions,
     cmd_node_failed,
+    cmd_op,
     cmd_put,
     cmd_reap_tombstones,
     cmd_reset_session_timers,
@@ -59,6 +67,8 @@ from meshlite._core.kv_commands import (
     cmd_session_destroy,
     cmd_session_renew,
     cmd_txn,
+    delete_op,
+    put_op,
     stamp,
     unstamp,
 )
@@ -86,9 +96,12 @@ __all__ = [
     "TxnError",
     "TxnOp",
     "TxnResult",
+    "batch_groups",
+    "cmd_batch",
     "cmd_delete",
     "cmd_expire_sessions",
     "cmd_node_failed",
+    "cmd_op",
     "cmd_put",
     "cmd_reap_tombstones",
     "cmd_reset_session_timers",
@@ -96,6 +109,8 @@ __all__ = [
     "cmd_session_destroy",
     "cmd_session_renew",
     "cmd_txn",
+    "delete_op",
+    "put_op",
     "stamp",
     "unstamp",
 ]
@@ -146,6 +161,8 @@ class KVStore:
             return self._single(cmd.op, index, now_s)
         if isinstance(cmd, TxnCmd):
             return self._txn(cmd.ops, index, now_s)
+        if isinstance(cmd, BatchCmd):
+            return KVResult(index, batch=tuple(self._single(op, index, now_s) for op in cmd.ops))
         if isinstance(cmd, SessionCreateCmd):
             try:
                 return KVResult(index, session=st.create_session(cmd, index, now_s))

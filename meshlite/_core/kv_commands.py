@@ -10,6 +10,15 @@ operation of a transaction share one layout, ``[verb, key, value, flags, index,
 session]`` (Consul's ``TxnKVOp``), so a put is executed by the same code as a
 one-operation transaction, only answering a boolean instead of an error.
 
+Batches.  Single-key writes (put, cas, acquire, release, delete, delete-cas) that arrive
+at the leader together may share one entry, ``[BATCH, [op, op, ...]]``: each applies as
+if alone, with its own outcome (unlike a transaction, nothing is all-or-nothing), at
+the entry's index.  Their keys are distinct, so every ModifyIndex still names one
+version of one key (a second write to a key waits for the next entry), and a batch
+never holds a ``delete-tree``, which touches keys it does not name.
+:func:`batch_groups` cuts a run of operations into such batches; one entry, one sync
+and one round of replication then carry many writes.
+
 Two doors, one rule book.  The ``cmd_*`` builders are the local API: they check their
 arguments and raise :class:`~meshlite.errors.ConfigError` with what to fix (a value over
 512 KiB never reaches Raft).  ``kv_decode.decode_command`` is the door from the log, which a
@@ -52,16 +61,21 @@ from meshlite._core.wire_checks import MAX_NAME_BYTES, DecodeError
 from meshlite.errors import ConfigError
 
 __all__ = [
+    "BatchCmd",
     "Command",
     "Kind",
     "OpCmd",
     "SessionCmd",
     "SessionCreateCmd",
     "TxnCmd",
+    "batch_groups",
+    "batch_problem",
     "check_txn",
+    "cmd_batch",
     "cmd_delete",
     "cmd_expire_sessions",
     "cmd_node_failed",
+    "cmd_op",
     "cmd_put",
     "cmd_reap_tombstones",
     "cmd_reset_session_timers",
@@ -69,7 +83,9 @@ __all__ = [
     "cmd_session_destroy",
     "cmd_session_renew",
     "cmd_txn",
+    "delete_op",
     "op_problem",
+    "put_op",
     "session_problem",
     "stamp",
     "str_problem",
@@ -96,6 +112,7 @@ class Kind(enum.IntEnum):
     NODE_FAILED = 7
     RESET_SESSION_TIMERS = 8
     REAP_TOMBSTONES = 9
+    BATCH = 10
 
 
 @attrs.frozen
@@ -107,6 +124,13 @@ class OpCmd:
 
 @attrs.frozen
 class TxnCmd:
+    ops: tuple[TxnOp, ...]
+
+
+@attrs.frozen
+class BatchCmd:
+    """Single-key writes sharing one entry, each with its own outcome (module doc)."""
+
     ops: tuple[TxnOp, ...]
 
 
@@ -128,7 +152,7 @@ class SessionCmd:
     arg: str | int | None = None
 
 
-Command: TypeAlias = OpCmd | TxnCmd | SessionCreateCmd | SessionCmd
+Command: TypeAlias = OpCmd | TxnCmd | BatchCmd | SessionCreateCmd | SessionCmd
 
 
 # ----------------------------------------------------------------------------- rules
@@ -192,6 +216,59 @@ def txn_problem(ops: Sequence[TxnOp]) -> str | None:
     return None
 
 
+def batch_problem(ops: Sequence[TxnOp]) -> str | None:
+    """What keeps ``ops`` from sharing one entry as a batch (``None``: nothing)."""
+    if not 2 <= len(ops) <= MAX_TXN_OPS:
+        return f"a batch holds 2 to {MAX_TXN_OPS} writes, not {len(ops)}"
+    keys: set[str] = set()
+    total = 0
+    for i, op in enumerate(ops):
+        if type(op) is not TxnOp:
+            return f"write {i} is not a TxnOp"
+        problem = op_problem(op, single=True) or (
+            "a delete-tree is never batched" if op.verb == "delete-tree" else None
+        )
+        if problem:
+            return f"write {i}: {problem}"
+        if op.key in keys:
+            return f"write {i}: key {op.key!r} is written twice in one batch"
+        keys.add(op.key)
+        total += len(op.value)
+    if total > MAX_TXN_BYTES:
+        return f"the values of a batch total {total} bytes, over {MAX_TXN_BYTES}"
+    return None
+
+
+def batch_groups(ops: Sequence[TxnOp]) -> list[list[int]]:
+    """Cut ``ops`` (valid single writes, in order) into runs that may share an entry.
+
+    Greedy, keeping the order: a run ends before a write to a key it already writes,
+    before a ``delete-tree`` (which goes alone), at ``MAX_TXN_OPS`` writes or before the
+    values would pass ``MAX_TXN_BYTES``.  Returns the indexes of each run; a run of one
+    is proposed as the plain command (:func:`cmd_op`), longer ones with :func:`cmd_batch`.
+    """
+    groups: list[list[int]] = []
+    keys: set[str] = set()
+    total = 0
+    for i, op in enumerate(ops):
+        alone = op.verb == "delete-tree"
+        if (
+            not groups
+            or alone
+            or op.key in keys
+            or len(groups[-1]) >= MAX_TXN_OPS
+            or total + len(op.value) > MAX_TXN_BYTES
+            or ops[groups[-1][-1]].verb == "delete-tree"
+        ):
+            groups.append([])
+            keys.clear()
+            total = 0
+        groups[-1].append(i)
+        keys.add(op.key)
+        total += len(op.value)
+    return groups
+
+
 def _seconds_problem(what: str, v: Any, lo: float, hi: float, *, zero_ok: bool) -> str | None:
     if type(v) is not float or not math.isfinite(v):
         return f"{what} must be a finite float, not {v!r}"
@@ -223,17 +300,70 @@ def _pack(v: list[Any]) -> bytes:
     return data
 
 
-def _single(op: TxnOp) -> bytes:
-    problem = op_problem(op, single=True)
+def cmd_op(op: TxnOp) -> bytes:
+    """One single-key write as a command (``put_op`` / ``delete_op`` make the op)."""
+    return _pack_op(_checked(op))
+
+
+def _pack_op(op: TxnOp) -> bytes:
+    return _pack([Kind.OP, *_op_wire(op)])
+
+
+def cmd_batch(ops: Sequence[TxnOp]) -> bytes:
+    """Single writes to distinct keys sharing one entry (module doc; ``batch_groups``)."""
+    problem = batch_problem(ops)
     if problem:
         raise ConfigError(problem)
-    return _pack([Kind.OP, *_op_wire(op)])
+    return _pack([Kind.BATCH, [_op_wire(op) for op in ops]])
 
 
 def _as_bytes(value: Any) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     raise ConfigError(f"a KV value must be bytes, not {type(value).__name__} (encode it first)")
+
+
+def put_op(
+    key: str,
+    value: bytes,
+    *,
+    flags: int = 0,
+    cas: int | None = None,
+    acquire: str | None = None,
+    release: str | None = None,
+) -> TxnOp:
+    """The write of a put (``PUT /v1/kv/<key>``): plain, ``cas`` (0 = create only),
+    ``acquire`` or ``release`` with a session; the last three exclude each other, as in
+    Consul.  Checked: ``ConfigError`` says what to fix."""
+    if sum(x is not None for x in (cas, acquire, release)) > 1:
+        raise ConfigError("put takes at most one of cas, acquire and release")
+    if cas is not None:
+        op = TxnOp("cas", key, _as_bytes(value), flags, cas)
+    elif acquire is not None or release is not None:
+        verb, session = ("lock", acquire) if acquire is not None else ("unlock", release)
+        op = TxnOp(verb, key, _as_bytes(value), flags, 0, session)
+    else:
+        op = TxnOp("set", key, _as_bytes(value), flags)
+    return _checked(op)
+
+
+def delete_op(key: str, *, recurse: bool = False, cas: int | None = None) -> TxnOp:
+    """The write of a delete (``DELETE /v1/kv/<key>``): one key, a whole prefix, or
+    ``cas`` on one key.  Checked: ``ConfigError`` says what to fix."""
+    if recurse and cas is not None:
+        raise ConfigError("delete takes recurse or cas, not both (as in Consul)")
+    if recurse:
+        return _checked(TxnOp("delete-tree", key))
+    if cas is not None:
+        return _checked(TxnOp("delete-cas", key, index=cas))
+    return _checked(TxnOp("delete", key))
+
+
+def _checked(op: TxnOp) -> TxnOp:
+    problem = op_problem(op, single=True)
+    if problem:
+        raise ConfigError(problem)
+    return op
 
 
 def cmd_put(
@@ -245,29 +375,13 @@ def cmd_put(
     acquire: str | None = None,
     release: str | None = None,
 ) -> bytes:
-    """A put (``PUT /v1/kv/<key>``): plain, ``cas`` (0 = create only), ``acquire`` or
-    ``release`` with a session; the last three exclude each other, as in Consul."""
-    if sum(x is not None for x in (cas, acquire, release)) > 1:
-        raise ConfigError("put takes at most one of cas, acquire and release")
-    if cas is not None:
-        op = TxnOp("cas", key, _as_bytes(value), flags, cas)
-    elif acquire is not None or release is not None:
-        verb, session = ("lock", acquire) if acquire is not None else ("unlock", release)
-        op = TxnOp(verb, key, _as_bytes(value), flags, 0, session)
-    else:
-        op = TxnOp("set", key, _as_bytes(value), flags)
-    return _single(op)
+    """A put as a command (:func:`put_op`)."""
+    return _pack_op(put_op(key, value, flags=flags, cas=cas, acquire=acquire, release=release))
 
 
 def cmd_delete(key: str, *, recurse: bool = False, cas: int | None = None) -> bytes:
-    """A delete (``DELETE /v1/kv/<key>``): one key, a whole prefix, or ``cas`` on one key."""
-    if recurse and cas is not None:
-        raise ConfigError("delete takes recurse or cas, not both (as in Consul)")
-    if recurse:
-        return _single(TxnOp("delete-tree", key))
-    if cas is not None:
-        return _single(TxnOp("delete-cas", key, index=cas))
-    return _single(TxnOp("delete", key))
+    """A delete as a command (:func:`delete_op`)."""
+    return _pack_op(delete_op(key, recurse=recurse, cas=cas))
 
 
 def check_txn(ops: Sequence[TxnOp]) -> None:

@@ -17,12 +17,14 @@ from typing import Any
 
 from meshlite._core.kv_commands import (
     MAX_SESSION_ID_BYTES,
+    BatchCmd,
     Command,
     Kind,
     OpCmd,
     SessionCmd,
     SessionCreateCmd,
     TxnCmd,
+    batch_problem,
     op_problem,
     session_problem,
     str_problem,
@@ -57,6 +59,12 @@ def _from_wire(v: Any) -> Command:
         if problem:
             raise DecodeError(problem)
         return TxnCmd(ops)
+    if kind == Kind.BATCH and len(args) == 1 and type(args[0]) is list:
+        ops = tuple(_op_from_wire(o, single=True) for o in args[0])
+        problem = batch_problem(ops)
+        if problem:
+            raise DecodeError(problem)
+        return BatchCmd(ops)
     if kind == Kind.SESSION_CREATE and len(args) == 6:
         c = SessionCreateCmd(*args)
         problem = session_problem(c)

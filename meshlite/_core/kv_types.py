@@ -156,6 +156,8 @@ class KVResult:
     * destroy / expire / node failed: ``invalidated`` lists the sessions invalidated.
     * ``error`` is set, and ``ok`` is ``False``, when the command was refused: garbage
       from the log, an index already applied, an unknown session for ``acquire``.
+    * batch (single-key writes sharing one entry, ``kv_commands.cmd_batch``): ``batch``
+      holds each write's own result, in order, as if it had been alone.
 
     ``touched`` lists the keys whose entry this command changed or removed, for the
     I/O layer to wake blocking queries on them (compare indexes to be sure).
@@ -170,3 +172,4 @@ class KVResult:
     session: Session | None = None
     invalidated: tuple[str, ...] = ()
     touched: tuple[str, ...] = ()
+    batch: tuple[KVResult, ...] = ()

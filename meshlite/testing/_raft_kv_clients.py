@@ -27,7 +27,7 @@ import random
 
 import attrs
 
-from meshlite._core.kv import cmd_delete, cmd_put
+from meshlite._core.kv import TxnOp, delete_op, put_op
 from meshlite.testing.linearizability import History
 
 __all__ = ["ClientOp", "KVWorkload", "Reply"]
@@ -54,13 +54,13 @@ class ClientOp:
     expected: str | None = None  # the value a CAS expects (None: the key is absent)
     cas_index: int = 0  # the ModifyIndex at which the client saw ``expected``
 
-    def command(self) -> bytes:
-        """The KV command a server proposes for this write."""
+    def write(self) -> TxnOp:
+        """The single-key write a server proposes for this operation (alone or batched)."""
         if self.kind == "delete":
-            return cmd_delete(self.key)
+            return delete_op(self.key)
         assert self.value is not None, self
         cas = self.cas_index if self.kind == "cas" else None
-        return cmd_put(self.key, self.value.encode(), cas=cas)
+        return put_op(self.key, self.value.encode(), cas=cas)
 
 
 @attrs.frozen

@@ -11,9 +11,12 @@ step) with a real state machine and real clients, as Jepsen tests etcd and Consu
   installed snapshot or after a crash;
 * 3-5 clients (``_raft_kv_clients.py``) send get, put, CAS and delete on 2-4 keys to the
   server they believe leads, over the same lossy, delaying network.  A server answers
-  the way ``meshlite._raft_server_kv`` does: a write is proposed and answered with the
-  ``KVResult`` of its entry once the proposer applies that index *with the proposal's
-  term* (``RaftNode.propose``; another term there means another leader's entry is
+  the way ``meshlite._raft_server_kv`` does: a write waits a moment (up to
+  ``BATCH_WINDOW_S``, as writes wait for the leader's ready loop) and is proposed with
+  the others that arrived meanwhile, sharing entries as ``_kv_batcher`` shares them
+  (``batch_groups``: distinct keys per entry), and answered with its own ``KVResult``
+  once the proposer applies that index *with the proposal's term*
+  (``RaftNode.propose``; another term there means another leader's entry is
   committed at that index, so the proposal can never commit — Raft's State Machine
   Safety, which the checkers verify — and the client is told it surely failed, as
   ``NotLeaderError`` tells a real one); a get is a ReadIndex read
@@ -42,8 +45,8 @@ from typing import Any
 import attrs
 import msgpack
 
-from meshlite._core.kv import KVResult, KVStore, stamp
-from meshlite._core.raft import Entry, EntryKind, RaftCore, ReadState
+from meshlite._core.kv import KVResult, KVStore, batch_groups, cmd_batch, cmd_op, stamp
+from meshlite._core.raft import Entry, EntryKind, RaftCore, ReadState, Role
 from meshlite.errors import ConfigError, NotLeaderError
 from meshlite.testing._raft_kv_clients import ClientOp, KVWorkload, Reply, Tally
 from meshlite.testing._raft_node import SimServer
@@ -52,12 +55,15 @@ from meshlite.testing.raft_sim import NEMESIS, RaftSafetyError, RaftSim, SimResu
 
 __all__ = ["FLAWS", "KVSim", "KVSimResult", "KVSimServer", "LinearizabilityError", "run_kv_seed"]
 
-REQUEST, RESPONSE, TIMEOUT, NEXT = 20, 21, 22, 23
+REQUEST, RESPONSE, TIMEOUT, NEXT, FLUSH = 20, 21, 22, 23, 24
 FLAWS = frozenset({"stale_reads", "early_acks"})
 # A client gives up on an answer after this long: longer than an election (0.5-1 s with
 # the default RaftConfig) would make few operations indeterminate but clients idle
 # through every failover; shorter, and the checker gets many in-flight-forever writes.
 OP_TIMEOUT_S = 1.0
+# A leader proposes the writes that arrived within this long of each other together
+# (its ready loop is busy saving or sending for a few milliseconds under load).
+BATCH_WINDOW_S = (0.0, 0.02)
 THINK_S = (0.0, 0.05)  # a client's pause between two operations
 # ... and after a refusal that named no leader (an election is on): a real client backs
 # off rather than spin through every server until one wins.
@@ -109,6 +115,7 @@ class KVSimResult:
     ops: Tally
     reads_deferred: int  # reads that waited for the store to reach their read index
     kv_restores: int  # stores rebuilt from a snapshot image
+    batched: int  # writes proposed in an entry shared with others
     checker_steps: int
     history: str  # digest of the recorded history: same seed, same history
 
@@ -132,7 +139,10 @@ class KVSim(RaftSim):
         if unknown := set(flaws) - FLAWS:
             raise ConfigError(f"unknown flaws {sorted(unknown)}; known: {sorted(FLAWS)}")
         # Booting already applies entries: the bookkeeping must exist before it.
-        self._proposals: dict[tuple[str, int, int], tuple[int, int]] = {}
+        # (server, incarnation, index) -> (op, term, place in a batch entry or -1) each
+        self._proposals: dict[tuple[str, int, int], list[tuple[int, int, int]]] = {}
+        self._batching: dict[tuple[str, int], list[int]] = {}  # writes waiting to propose
+        self.batched = 0  # writes that shared an entry with others
         self._asked: dict[bytes, tuple[int, int]] = {}  # read ctx -> (op, commit known)
         self._serving: dict[tuple[str, int], list[tuple[int, int]]] = {}
         self.reads_deferred = 0  # ReadIndex reads that had to wait for the apply
@@ -144,7 +154,7 @@ class KVSim(RaftSim):
         self.workload = KVWorkload(self.rng, n_clients, n_keys)
         self.handlers.update(
             {REQUEST: self._request, RESPONSE: self._response, TIMEOUT: self._timeout,
-             NEXT: self._next}
+             NEXT: self._next, FLUSH: self._flush}
         )  # fmt: skip
         self.verdict: CheckResult | None = None
 
@@ -160,7 +170,7 @@ class KVSim(RaftSim):
         self._heal_all()
         self._settle(duration_s + settle_s)
         self.run_until(self.now + calm_s)
-        self.drop_events(NEXT, REQUEST, RESPONSE, TIMEOUT)
+        self.drop_events(NEXT, REQUEST, RESPONSE, TIMEOUT, FLUSH)
         self.workload.stop()  # what is in flight stays indeterminate
         self.run_until(self.now + DRAIN_S, self._same_index)
         self._final_checks()
@@ -180,6 +190,7 @@ class KVSim(RaftSim):
             attrs.evolve(self.workload.tally),
             self.reads_deferred,
             sum(s.restores for s in self.servers.values() if isinstance(s, KVSimServer)),
+            self.batched,
             verdict.steps,
             hashlib.blake2b(ops, digest_size=8).hexdigest(),
         )
@@ -263,11 +274,46 @@ class KVSim(RaftSim):
         self._asked[ctx] = (op.op_id, self.checker.max_committed)
 
     def _write(self, op: ClientOp, server: SimServer, core: RaftCore) -> None:
-        index = core.propose(stamp(op.command(), self.now))
-        self.proposed += 1
-        self._proposals[(server.name, server.incarnation, index)] = (op.op_id, core.term)
-        if "early_acks" in self.flaws and op.kind != "cas":
-            self._transmit(RESPONSE, (op.op_id, Reply(value=op.value)))
+        if core.role is not Role.LEADER:
+            raise NotLeaderError(core.leader)
+        me = (server.name, server.incarnation)
+        waiting = self._batching.setdefault(me, [])
+        if not waiting:
+            self.at(self.now + self.rng.uniform(*BATCH_WINDOW_S), FLUSH, me)
+        waiting.append(op.op_id)
+
+    def _flush(self, me: tuple[str, int]) -> None:
+        """Propose the writes that queued on a server, in order, sharing entries."""
+        op_ids = self._batching.pop(me, [])
+        server = self.servers[me[0]]
+        core = server.core
+        if server.incarnation != me[1] or core is None:
+            return  # crashed meanwhile: nothing was proposed, the clients time out
+        ops = [self.workload.op(op_id) for op_id in op_ids]
+        writes = [op.write() for op in ops]
+        for group in batch_groups(writes):
+            data = (
+                cmd_op(writes[group[0]])
+                if len(group) == 1
+                else cmd_batch([writes[i] for i in group])
+            )
+            try:
+                index = core.propose(stamp(data, self.now))
+            except NotLeaderError as exc:
+                refused = Reply(refused=True, hint=exc.leader_hint)
+                for i in group:
+                    self._transmit(RESPONSE, (ops[i].op_id, refused))
+                continue
+            self.proposed += 1
+            self.batched += len(group) if len(group) > 1 else 0
+            slots = range(len(group)) if len(group) > 1 else [-1]
+            self._proposals[(*me, index)] = [
+                (ops[i].op_id, core.term, slot) for i, slot in zip(group, slots, strict=True)
+            ]
+            for i in group:
+                if "early_acks" in self.flaws and ops[i].kind != "cas":
+                    self._transmit(RESPONSE, (ops[i].op_id, Reply(value=ops[i].value)))
+        self.process(server)
 
     def _serve(self, op_id: int, server: SimServer) -> None:
         assert isinstance(server, KVSimServer)
@@ -278,13 +324,14 @@ class KVSim(RaftSim):
     def on_applied(self, server: SimServer, entry: Entry) -> None:
         super().on_applied(server, entry)  # the final marker's acknowledgement
         me = (server.name, server.incarnation)
-        proposal = self._proposals.pop((*me, entry.index), None)
-        if proposal is not None:
-            op_id, term = proposal
+        for op_id, term, slot in self._proposals.pop((*me, entry.index), ()):
             if entry.term != term:  # another leader's entry took the index
                 reply = Reply(refused=True, hint=server.live().leader)
             else:
-                reply = self._write_reply(server.sm_result)
+                result = server.sm_result
+                if slot >= 0 and isinstance(result, KVResult) and result.batch:
+                    result = result.batch[slot]
+                reply = self._write_reply(result)
                 self.acked[entry.index] = entry.data
             self._transmit(RESPONSE, (op_id, reply))
         waiting = self._serving.get(me)
