@@ -153,4 +153,6 @@ async def _serve_batch(server: RaftServer, calls: list[bytes]) -> list[bytes]:
             answers[i] = _error_answer(outcome)
         else:
             answers[i] = encode_result(call.method, call.args, outcome.ok)
-    return [a for a in answers if a is not None]
+    done = [a for a in answers if a is not None]
+    assert len(done) == len(calls), "every call of a batch is answered"
+    return done

@@ -53,18 +53,13 @@ def _from_wire(v: Any) -> Command:
     kind, args = v[0], v[1:]
     if kind == Kind.OP:
         return OpCmd(_op_from_wire(args, single=True))
-    if kind == Kind.TXN and len(args) == 1 and type(args[0]) is list:
-        ops = tuple(_op_from_wire(o, single=False) for o in args[0])
-        problem = txn_problem(ops)
+    if kind in (Kind.TXN, Kind.BATCH) and len(args) == 1 and type(args[0]) is list:
+        txn = kind == Kind.TXN  # a transaction's ops may read; a batch holds single writes
+        ops = tuple(_op_from_wire(o, single=not txn) for o in args[0])
+        problem = txn_problem(ops) if txn else batch_problem(ops)
         if problem:
             raise DecodeError(problem)
-        return TxnCmd(ops)
-    if kind == Kind.BATCH and len(args) == 1 and type(args[0]) is list:
-        ops = tuple(_op_from_wire(o, single=True) for o in args[0])
-        problem = batch_problem(ops)
-        if problem:
-            raise DecodeError(problem)
-        return BatchCmd(ops)
+        return TxnCmd(ops) if txn else BatchCmd(ops)
     if kind == Kind.SESSION_CREATE and len(args) == 6:
         c = SessionCreateCmd(*args)
         problem = session_problem(c)
