@@ -201,7 +201,12 @@ def https_url(tmp_path: Path) -> Iterator[str]:
     handler = type("Handler", (_Handler,), {"release": threading.Event()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    # No handshake in accept(): it would run in serve_forever's thread, where one client
+    # stalled mid-handshake blocks the loop and so shutdown() (seen in a full run under
+    # load). The handler's own thread shakes hands on its first read instead.
+    server.socket = context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
