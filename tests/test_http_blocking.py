@@ -217,6 +217,14 @@ async def test_blocking_queries_past_the_limit_are_refused_not_held(anyio_backen
         async with client(url) as http:
             kv_index = (await http.get("/v1/kv/k")).headers["x-consul-index"]  # has a leader
             index = (await http.get("/v1/catalog/services")).headers["x-consul-index"]
+            # The catalog settles first: the new leader's gossip meta (its Raft role) can
+            # move the index a moment after the election, which would end the held
+            # queries below early and free their slots (seen in a full run under load).
+            for _ in range(50):
+                r = await http.get(f"/v1/catalog/services?index={index}&wait=300ms")
+                if r.headers["x-consul-index"] == index:
+                    break
+                index = r.headers["x-consul-index"]
             answers: list[int] = []
 
             async def held() -> None:
