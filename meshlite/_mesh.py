@@ -42,7 +42,14 @@ from meshlite._mesh_frontends import (
     http_bind,
     http_on_leader_setting,
 )
-from meshlite._mesh_raft import DEFAULT_DEAD_SERVER_S, RaftMethods, raft_settings
+from meshlite._mesh_raft import (
+    DEFAULT_DEAD_SERVER_S,
+    SERVER_META_KEY,
+    SERVER_META_VALUE,
+    RaftMethods,
+    is_server,
+    raft_settings,
+)
 from meshlite._mesh_services import ServiceMethods
 from meshlite._services import Services
 from meshlite._transport import Transport
@@ -60,10 +67,6 @@ __all__ = ["SERVER_META_KEY", "Mesh"]
 log = logging.getLogger("meshlite")
 
 PROFILES = {"lan": SwimConfig.lan, "local": SwimConfig.local}
-# Servers announce themselves in their gossip meta, as Consul's servers carry serf tag
-# ``role=consul``; ``Member.server`` is derived from it.
-SERVER_META_KEY = "role"
-SERVER_META_VALUE = "server"
 
 
 def _parse_keys(key: str | bytes | Sequence[str | bytes] | None) -> Keyring | None:
@@ -145,6 +148,7 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods, RaftMethods):
         self._raft: RaftServer | None = None
         self._raft_meta: dict[str, str] = {}  # this server's Raft standing, gossiped
         self._kv: KV | None = None
+        self._routes_seen = None  # RaftMethods._routes
         self._meta = _check_meta(meta)
         if config is None:
             if profile not in PROFILES:
@@ -386,7 +390,7 @@ class Mesh(ServiceMethods, FrontendMethods, KeyringMethods, RaftMethods):
         return {**self._meta, **self._raft_meta, SERVER_META_KEY: SERVER_META_VALUE}
 
     def _public(self, m: ev.Member, leader: str | None = None) -> ev.Member:
-        server = m.meta.get(SERVER_META_KEY) == SERVER_META_VALUE
+        server = is_server(m)
         return attrs.evolve(m, server=server, leader=server and m.name == leader)
 
     async def _join_loop(self) -> None:

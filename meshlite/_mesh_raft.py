@@ -34,6 +34,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 
 from meshlite._core import events as ev
 from meshlite._core.autopilot import AddVoter, Autopilot, NodeFailed, RemoveVoter, plan
@@ -50,10 +51,18 @@ from meshlite._transport import NotSentError
 from meshlite.errors import ConfigError, MeshliteError, NotLeaderError
 
 if TYPE_CHECKING:
+    from meshlite._core.swim import SwimCore
     from meshlite._core.wire import Addr
     from meshlite._driver import Driver
 
-__all__ = ["DEFAULT_DEAD_SERVER_S", "RaftMethods", "raft_settings"]
+__all__ = [
+    "DEFAULT_DEAD_SERVER_S",
+    "SERVER_META_KEY",
+    "SERVER_META_VALUE",
+    "RaftMethods",
+    "is_server",
+    "raft_settings",
+]
 
 log = logging.getLogger("meshlite.raft")
 
@@ -70,6 +79,39 @@ ABSENT_GRACE_S = 60.0
 # How long a leaving leader waits for its hand-over (an election timeout is ~0.5-1 s).
 TRANSFER_WAIT_S = 2.0
 RAFT_META_KEY, RAFT_TERM_META_KEY = "raft", "raft_term"
+# Servers announce themselves in their gossip meta, as Consul's servers carry serf tag
+# ``role=consul``; ``Member.server`` is derived from it.
+SERVER_META_KEY = "role"
+SERVER_META_VALUE = "server"
+
+
+def is_server(m: ev.Member) -> bool:
+    return m.meta.get(SERVER_META_KEY) == SERVER_META_VALUE
+
+
+@attrs.frozen
+class _Routes:
+    """What a peer derives from its member table to reach the servers.  Every forwarded
+    KV call needs it, so it is kept until the table changes (``members_version``)."""
+
+    core: SwimCore
+    version: int
+    servers: dict[str, Addr]  # alive servers' mesh addresses, by name
+    leader: str | None  # the leader that alive servers gossip (the highest term wins)
+
+    @classmethod
+    def of(cls, core: SwimCore) -> _Routes:
+        servers: dict[str, Addr] = {}
+        best: tuple[int, str] | None = None
+        for m in core.members():
+            if m.status != "alive" or not is_server(m):
+                continue
+            servers[m.name] = (m.address, m.port)
+            if m.meta.get(RAFT_META_KEY) == "leader":
+                term = _term(m.meta.get(RAFT_TERM_META_KEY, ""))
+                if best is None or term > best[0]:
+                    best = (term, m.name)
+        return cls(core, core.members_version, servers, None if best is None else best[1])
 
 
 def raft_settings(
@@ -101,6 +143,7 @@ class RaftMethods:
     _raft: RaftServer | None
     _raft_meta: dict[str, str]
     _kv: KV | None
+    _routes_seen: _Routes | None
 
     def _running(self) -> Driver:
         raise NotImplementedError  # Mesh's
@@ -172,24 +215,20 @@ class RaftMethods:
         """This peer is a server and its Raft core is the leader now."""
         return self._raft is not None and self._raft.core.role is Role.LEADER
 
+    def _routes(self) -> _Routes:
+        core = self._running().core
+        seen = self._routes_seen
+        if seen is None or seen.core is not core or seen.version != core.members_version:
+            seen = self._routes_seen = _Routes.of(core)
+        return seen
+
     def _raft_leader_name(self) -> str | None:
         if self._raft is not None:
             return self._raft.leader()
-        best: tuple[int, str] | None = None
-        for m in self._all():
-            if m.status != "alive" or m.meta.get(RAFT_META_KEY) != "leader":
-                continue
-            term = _term(m.meta.get(RAFT_TERM_META_KEY, ""))
-            if self._public(m).server and (best is None or term > best[0]):
-                best = (term, m.name)
-        return None if best is None else best[1]
+        return self._routes().leader
 
     def _server_addrs(self) -> dict[str, Addr]:
-        return {
-            m.name: (m.address, m.port)
-            for m in self._all()
-            if m.status == "alive" and self._public(m).server
-        }
+        return dict(self._routes().servers)
 
     def _member_addr(self, name: str) -> Addr | None:
         for m in self._all():

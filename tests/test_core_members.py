@@ -196,6 +196,7 @@ def test_random_entries_are_distinct_and_filtered() -> None:
 # ------------------------------------------------------------------------- model
 
 NAMES = ["b", "c", "d"]
+METAS = [{}, {"role": "server"}, {"role": "server", "raft": "leader"}]
 KEEP_S = 5.0
 GONE = (Status.DEAD, Status.LEFT)
 
@@ -208,10 +209,11 @@ class MemberTableMachine(RuleBasedStateMachine):
         self.table = MemberTable("me", A, {}, now=0.0)
         self.model: dict[str, tuple[int, Status, float]] = {}
         self.now = 0.0
+        self.seen = (self.table.version, self.table.members())
 
-    @rule(name=st.sampled_from(NAMES), inc=st.integers(0, 4))
-    def alive(self, name: str, inc: int) -> None:
-        v = self.table.apply_alive(Alive(inc, name, B), self.now)
+    @rule(name=st.sampled_from(NAMES), inc=st.integers(0, 4), meta=st.sampled_from(METAS))
+    def alive(self, name: str, inc: int, meta: dict[str, str]) -> None:
+        v = self.table.apply_alive(Alive(inc, name, B, meta), self.now)
         old = self.model.get(name)
         if old is None or inc > old[0]:
             since = old[2] if old is not None and old[1] == Status.ALIVE else self.now
@@ -249,6 +251,10 @@ class MemberTableMachine(RuleBasedStateMachine):
         else:
             assert v == IGNORED
 
+    @rule(meta=st.sampled_from(METAS))
+    def our_meta(self, meta: dict[str, str]) -> None:
+        self.table.set_local_meta(meta)
+
     @rule(dt=st.floats(0.0, 4.0))
     def tick(self, dt: float) -> None:
         self.now += dt
@@ -265,6 +271,14 @@ class MemberTableMachine(RuleBasedStateMachine):
     def matches_model(self) -> None:
         seen = {e.name: (e.incarnation, e.status) for e in self.table if e.name != "me"}
         assert seen == {n: (i, s) for n, (i, s, _) in self.model.items()}
+
+    @invariant()
+    def version_moves_with_every_change(self) -> None:
+        # Readers cache what they derive from members() until the version moves.
+        version, members = self.table.version, self.table.members()
+        if version == self.seen[0]:
+            assert members == self.seen[1]
+        self.seen = (version, members)
 
     @invariant()
     def we_are_alive_and_listed(self) -> None:

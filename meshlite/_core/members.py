@@ -111,6 +111,10 @@ class MemberTable:
         # input, it must not cost a walk over every dead peer of a large mesh.
         self._oldest_gone_s: float | None = math.inf
         self._conflicts = RecentSet(CONFLICTS_REMEMBERED)
+        # Moves with every change to what members() returns: a reader that derives
+        # something from the table (a client's route to the Raft leader) recomputes it
+        # only when this moved.
+        self.version = 0
         self._insert(Entry(name, addr, incarnation, Status.ALIVE, dict(meta), now))
 
     # ------------------------------------------------------------------ reading
@@ -201,6 +205,7 @@ class MemberTable:
             return IGNORED
         old_status, old_meta, old_addr = entry.status, entry.meta, entry.addr
         entry.incarnation, entry.meta, entry.addr = msg.incarnation, dict(msg.meta), msg.addr
+        self.version += 1
         if old_status != Status.ALIVE:
             self._set_status(entry, Status.ALIVE, now)
         if old_status in _GONE:
@@ -248,6 +253,7 @@ class MemberTable:
         """Take an incarnation beating ``accused_incarnation`` (memberlist ``refute``)."""
         me = self.local
         me.incarnation = max(me.incarnation + 1, accused_incarnation + 1)
+        self.version += 1
         return me.incarnation
 
     def set_local_meta(self, meta: dict[str, str]) -> Alive:
@@ -255,6 +261,7 @@ class MemberTable:
         me = self.local
         me.meta = dict(meta)
         me.incarnation += 1
+        self.version += 1
         return self.local_alive()
 
     def leave_message(self) -> Dead:
@@ -321,6 +328,7 @@ class MemberTable:
 
     def _set_status(self, entry: Entry, status: Status, now: float) -> None:
         entry.status = status
+        self.version += 1
         entry.state_change_s = now
         if status in _GONE and entry.name != self.local_name:
             self._set_gone(entry.name, now)
@@ -344,6 +352,7 @@ class MemberTable:
         return self._oldest_gone_s
 
     def _insert(self, entry: Entry) -> None:
+        self.version += 1
         self._entries[entry.name] = entry
         entry.order_index = len(self._order)
         self._order.append(entry.name)
@@ -351,6 +360,7 @@ class MemberTable:
     def _remove(self, name: str) -> Entry:
         """Forget ``name``: the last name of ``_order`` takes its place (O(1))."""
         entry = self._entries.pop(name)
+        self.version += 1
         self._set_gone(name, None)
         last = self._order.pop()
         if last != name:

@@ -178,6 +178,11 @@ class SwimCore:
         """Every known member including ourselves, sorted by name."""
         return self._table.members()
 
+    @property
+    def members_version(self) -> int:
+        """Moves whenever :meth:`members` would return something different."""
+        return self._table.version
+
     def member(self, name: str) -> Member | None:
         entry = self._table.get(name)
         return None if entry is None else entry.to_member()
