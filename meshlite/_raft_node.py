@@ -15,15 +15,17 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
   makes a vote or an acknowledgement survive a crash (thesis §3.8). A leader's Ready is
   sent first and persisted while the followers write theirs (``Ready.messages_first``,
   thesis §10.2.1): the leader's sync and the followers' overlap instead of adding up.
-  Committed entries already on our disk (``Ready.durable_committed``) are applied, and
-  their proposers woken, before the save: a write is answered one follower sync after it
-  is proposed. A Ready whose only news is a higher commit index persists nothing (etcd's
-  ``MustSync``): Raft never needs the commit index back after a crash (it is learnt again
-  from the leader, and a stale one only delays applying), so it rides along with the next
-  save, or is written *unsynced* on the loop when it goes idle
-  (``RaftStorage.save_commit``) — one sync and one thread hop fewer per replication round,
-  and no sync for the next write to queue behind. In-memory storage is written on the loop
-  itself: no sync to wait for, so a thread hop would only cost;
+  On a leader, committed entries already on its disk (``Ready.durable_committed``) are
+  applied, and their proposers woken, while the storage thread saves the rest: a write
+  is answered one follower sync after it is proposed.  A follower applies after it
+  has acknowledged: nobody waits on its apply, and the leader waits on its ack.  A
+  Ready whose only news is a higher commit index persists nothing (etcd's
+  ``MustSync``): Raft never needs the commit index back after a crash (it is learnt
+  again from the leader, and a stale one only delays applying), so it rides along with
+  the next save, or is written *unsynced* on the loop when it goes idle
+  (``RaftStorage.save_commit``) — one sync and one thread hop fewer per replication
+  round, and no sync for the next write to queue behind.  In-memory storage is written
+  on the loop itself: no sync to wait for, so a thread hop would only cost;
 * outbound messages go to one queue per peer, drained by a task that keeps a channel
   open (reconnecting with backoff) and writes whatever has queued up as one batch; a
   full queue drops, as a lossy network would — Raft retransmits.  The channel seals
@@ -62,7 +64,7 @@ from meshlite._core.raft import (
 from meshlite._core.raft.codec import decode_raft, encode_raft
 from meshlite._core.wire import Addr, DecodeError
 from meshlite._raft_storage import RaftStorage
-from meshlite._serial_thread import SerialThread
+from meshlite._serial_thread import Job, SerialThread
 from meshlite._transport import Channel, next_batch
 from meshlite.errors import NotLeaderError
 
@@ -193,14 +195,19 @@ class RaftNode:
         if rd.messages_first:  # a leader: replicate while our own save runs
             for msg in rd.messages:
                 self._send(msg)
-        early = rd.durable_committed
-        for entry in rd.committed_entries[:early]:  # durable here already: answer now
+        saving = hs is not None or bool(rd.entries) or rd.snapshot is not None
+        job = self._start_save(hs or self._unsaved_hs, rd.entries, rd.snapshot) if saving else None
+        # A leader applies the committed entries already on its disk at once, answering
+        # their writers while the storage thread syncs the rest.  A follower saves and
+        # acknowledges first: the leader waits on its acknowledgement, nobody on its apply.
+        early = rd.durable_committed if rd.messages_first else 0
+        for entry in rd.committed_entries[:early]:
             self._apply(entry)
         if early:  # their proposers are woken; wake reads and waits too, before the save
             self._progress.set()
             self._progress = anyio.Event()
-        if hs is not None or rd.entries or rd.snapshot is not None:
-            await self._save(hs or self._unsaved_hs, rd.entries, rd.snapshot)
+        if saving:
+            await self._end_save(job, hs)
         if not rd.messages_first:
             for msg in rd.messages:
                 self._send(msg)
@@ -215,13 +222,18 @@ class RaftNode:
         self._progress.set()
         self._progress = anyio.Event()
 
-    async def _save(
+    def _start_save(
         self, hs: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
-    ) -> None:
+    ) -> Job | None:
+        """Begin persisting; in memory it is done at once (``None``: nothing to wait for)."""
         if self._storage.in_memory:
             self._storage.save(hs, entries, snapshot)
-        else:
-            await self._storage_thread.run(self._storage.save, hs, entries, snapshot)
+            return None
+        return self._storage_thread.submit(self._storage.save, hs, entries, snapshot)
+
+    async def _end_save(self, job: Job | None, hs: HardState | None) -> None:
+        if job is not None:
+            await self._storage_thread.wait(job)
         if hs is not None:
             self._saved_hs = hs
             if self._unsaved_hs is not None and self._unsaved_hs.commit <= hs.commit:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["SerialThread", "loop_caller"]
+__all__ = ["Job", "SerialThread", "loop_caller"]
 
 T = TypeVar("T")
 
@@ -46,7 +46,9 @@ def loop_caller() -> Callable[[Callable[[], object]], object]:
         return trio.lowlevel.current_trio_token().run_sync_soon
 
 
-class _Job:
+class Job:
+    """A callable given to a :class:`SerialThread`; :meth:`SerialThread.wait` for it."""
+
     __slots__ = ("done", "error", "fn", "result", "wake")
 
     def __init__(self, fn: Callable[[], Any], wake: Callable[[Callable[[], object]], object]):
@@ -62,22 +64,31 @@ class SerialThread:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the thread; its result, or what it raised."""
-        job = _Job(lambda: fn(*args), loop_caller())
+        result: T = await self.wait(self.submit(fn, *args))
+        return result
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
+        r"""Start ``fn(*args)`` in the thread (after the jobs before it) and return at
+        once: the caller does other work meanwhile, then :meth:`wait`\ s for it."""
+        job = Job(lambda: fn(*args), loop_caller())
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name=self._name)
             self._thread.start()
         self._jobs.put(job)
+        return job
+
+    async def wait(self, job: Job) -> Any:
+        """``job``'s result, or what it raised, once it has run."""
         with anyio.CancelScope(shield=True):
             await job.done.wait()
         if job.error is not None:
             raise job.error
-        result: T = job.result
-        return result
+        return job.result
 
     def close(self) -> None:
         """Let the thread end after the jobs already given (does not wait for it)."""

@@ -8,6 +8,7 @@ import time
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 from meshlite._serial_thread import SerialThread
@@ -89,4 +90,27 @@ async def test_close_ends_the_thread_after_the_queued_jobs(anyio_backend: str) -
     thread.join(timeout=5)
     assert not thread.is_alive()
     assert await worker.run(lambda: 3) == 3  # a job after close starts a new thread
+    worker.close()
+
+
+@pytest.mark.anyio
+async def test_submit_returns_at_once_and_wait_collects(anyio_backend: str) -> None:
+    """The Raft node starts a save, applies entries meanwhile, then waits for the save."""
+    worker = SerialThread("test-serial")
+    release = threading.Event()
+    started = threading.Event()
+
+    def save() -> str:
+        started.set()
+        assert release.wait(5.0)
+        return "saved"
+
+    job = worker.submit(save)
+    assert not job.done.is_set()  # the caller goes on while the job runs
+    assert await anyio.to_thread.run_sync(started.wait, 5.0)
+    release.set()
+    assert await worker.wait(job) == "saved"
+    failing = worker.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        await worker.wait(failing)
     worker.close()
