@@ -49,6 +49,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from meshlite._core.raft import (
@@ -80,6 +81,8 @@ PEER_QUEUE_DEPTH = 1024
 # bytes: one system call instead of one per message, ~1.5x the frames per CPU-second on
 # loopback (benchmarks/bench_channels.py); bounded so a batch stays a small allocation.
 PEER_BATCH_MESSAGES, PEER_BATCH_BYTES = 64, 1 << 20
+# Turns of the event loop from queueing a message to its peer task's write system call.
+PEER_WRITE_TURNS = 2
 # Reconnect backoff to a peer whose channel failed, and the connect timeout.
 RECONNECT_MIN_S, RECONNECT_MAX_S, CONNECT_TIMEOUT_S = 0.05, 2.0, 2.0
 
@@ -87,6 +90,13 @@ Apply = Callable[[Entry], Any]  # the state machine: a NORMAL entry in, its resu
 Restore = Callable[[Snapshot], None]
 # Connects a self-sealing channel (``Driver.open_channel``): ``None`` if unreachable in time.
 OpenChannel = Callable[[Addr, float], Awaitable[Channel | None]]
+
+
+async def _let_peers_write() -> None:
+    """Give the peer tasks the turns of the loop they need to write what was just queued
+    (woken, then the write after ``SocketStream.send``'s own checkpoint)."""
+    for _ in range(PEER_WRITE_TURNS):
+        await anyio.lowlevel.checkpoint()
 
 
 class Proposal:
@@ -211,6 +221,8 @@ class RaftNode:
         if not rd.messages_first:
             for msg in rd.messages:
                 self._send(msg)
+            if rd.messages and len(rd.committed_entries) > early:
+                await _let_peers_write()  # the leader waits on our ack, nobody on our apply
         if rd.snapshot is not None:
             self._restore_fn(rd.snapshot)
             self.applied = rd.snapshot.index
