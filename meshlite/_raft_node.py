@@ -22,9 +22,10 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
   Ready whose only news is a higher commit index persists nothing (etcd's
   ``MustSync``): Raft never needs the commit index back after a crash (it is learnt
   again from the leader, and a stale one only delays applying), so it rides along with
-  the next save, or is written *unsynced* on the loop when it goes idle
-  (``RaftStorage.save_commit``) — one sync and one thread hop fewer per replication
-  round, and no sync for the next write to queue behind.  In-memory storage is written
+  the next save, or is written *unsynced* when the loop goes idle
+  (``RaftStorage.save_commit``, queued to the storage thread and not waited for) — one
+  sync fewer per replication round, and no sync for the next write to queue behind.
+  In-memory storage is written
   on the loop itself: no sync to wait for, so a thread hop would only cost;
 * outbound messages go to one queue per peer, drained by a task that keeps a channel
   open (reconnecting with backoff) and writes whatever has queued up as one batch; a
@@ -152,6 +153,7 @@ class RaftNode:
         self.before_ready: Callable[[], None] = lambda: None
         self._saved_hs = core.hard_state()  # the hard state storage holds (as loaded)
         self._unsaved_hs: HardState | None = None  # a newer commit index, not saved yet
+        self._commit_job: Job | None = None  # its unsynced write, not waited for yet
 
     # ------------------------------------------------------------------ running
 
@@ -187,7 +189,7 @@ class RaftNode:
                 await self._handle(self.core.ready())
                 self.before_ready()
             if self._unsaved_hs is not None:  # idle: write the commit index, unsynced
-                self._storage.save_commit(self._unsaved_hs)
+                self._save_commit(self._unsaved_hs)
                 self._saved_hs, self._unsaved_hs = self._unsaved_hs, None
 
     async def _handle(self, rd: Ready) -> None:
@@ -243,9 +245,21 @@ class RaftNode:
             return None
         return self._storage_thread.submit(self._storage.save, hs, entries, snapshot)
 
+    def _save_commit(self, hs: HardState) -> None:
+        """Write a commit index unsynced (module doc).  On disk it is a job for the storage
+        thread, behind the saves before it, that nobody waits for: the writers whose
+        entries were just applied are answered first.  An error surfaces at the next save."""
+        if self._storage.in_memory:
+            self._storage.save_commit(hs)
+        else:
+            self._commit_job = self._storage_thread.submit(self._storage.save_commit, hs)
+
     async def _end_save(self, job: Job | None, hs: HardState | None) -> None:
         if job is not None:
             await self._storage_thread.wait(job)
+        if self._commit_job is not None:  # it ran before ``job``: only an error is news
+            commit_job, self._commit_job = self._commit_job, None
+            await self._storage_thread.wait(commit_job)
         if hs is not None:
             self._saved_hs = hs
             if self._unsaved_hs is not None and self._unsaved_hs.commit <= hs.commit:

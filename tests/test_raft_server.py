@@ -194,6 +194,23 @@ async def _txn_and_sessions(leader: RaftServer) -> None:
         await leader.put("lock", b"x", acquire=session.id)
 
 
+async def test_an_idle_server_writes_its_commit_index(anyio_backend: str, tmp_path: Path) -> None:
+    """A commit index that moved alone is written (unsynced, by the storage thread) once
+    the server goes idle, so a restart does not replay the log from an old commit."""
+    dirs = [tmp_path / name for name in NAMES]
+    async with cluster(dirs) as servers:
+        leader = await elected(servers)
+        for i in range(5):
+            assert await leader.put(f"k{i}", b"v")
+
+        def stored_commit(s: RaftServer) -> int:
+            return s._storage.load()[0].commit
+
+        await eventually(
+            lambda: all(stored_commit(s) == s.core.log.committed > 0 for s in servers), 10
+        )
+
+
 async def test_data_dir_survives_a_full_restart_with_snapshots(
     anyio_backend: str, tmp_path: Path
 ) -> None:
