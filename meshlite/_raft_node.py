@@ -25,8 +25,8 @@ The loop of etcd-io/raft's ``raft.Node`` users (``contrib/raftexample``), on any
   the next save, or is written *unsynced* when the loop goes idle
   (``RaftStorage.save_commit``, queued to the storage thread and not waited for) — one
   sync fewer per replication round, and no sync for the next write to queue behind.
-  In-memory storage is written
-  on the loop itself: no sync to wait for, so a thread hop would only cost;
+  In-memory storage is written on the loop itself: no sync to wait for, so a thread hop
+  would only cost;
 * outbound messages go to one queue per peer, drained by a task that keeps a channel
   open (reconnecting with backoff) and writes whatever has queued up as one batch; a
   full queue drops, as a lossy network would — Raft retransmits.  The channel seals
