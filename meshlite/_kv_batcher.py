@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
-from meshlite._core.kv import KVResult, TxnOp, batch_groups, cmd_batch, cmd_op, stamp
+from meshlite._core.kv import KVResult, TxnOp, batch_groups, cmd_writes, stamp
 from meshlite._raft_node import Proposal, RaftNode
 from meshlite.errors import ConfigError, NotLeaderError
 
@@ -49,7 +49,7 @@ class _Queued:
         self.op = op
         self.flushed = anyio.Event()
         self.proposal: Proposal | None = None  # the entry it went into
-        self.slot = -1  # its place in a batch entry (-1: alone in its entry)
+        self.slot = 0  # its place among that entry's writes
         self.error: Exception | None = None  # why it was not proposed
 
 
@@ -66,12 +66,10 @@ class WriteBatcher:
     async def write(self, op: TxnOp) -> KVResult:
         """Propose ``op`` (a checked single-key write) and return its own result once
         applied here; ``NotLeaderError`` if this server does not lead."""
-        queued = self._enqueue([op])[0]
-        try:
-            return await self._outcome(queued)
-        except BaseException:
-            self._abandon(queued)
-            raise
+        (outcome,) = await self.write_many([op])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def write_many(self, ops: Sequence[TxnOp]) -> list[KVResult | Exception]:
         """:meth:`write` for several writes at once (a client's batch call): each one's
@@ -110,9 +108,7 @@ class WriteBatcher:
         self._node.drop_proposal(proposal)
         queued.proposal = None  # answered: nothing to abandon
         result: KVResult = self._node.outcome(proposal)
-        if queued.slot < 0 or not result.batch:  # alone, or the whole entry was refused
-            return result
-        return result.batch[queued.slot]
+        return result.of_write(queued.slot)
 
     def _abandon(self, queued: _Queued) -> None:
         """Its writer gave up (cancelled): forget it, before or after the flush."""
@@ -132,8 +128,7 @@ class WriteBatcher:
             members = [queue[i] for i in group]
             ops = [m.op for m in members]
             try:
-                command = cmd_op(ops[0]) if len(ops) == 1 else cmd_batch(ops)
-                proposal = self._node.start_proposal(stamp(command, now), len(members))
+                proposal = self._node.start_proposal(stamp(cmd_writes(ops), now), len(members))
             except (NotLeaderError, ConfigError) as exc:
                 for m in members:
                     m.error = exc
@@ -142,5 +137,5 @@ class WriteBatcher:
             self.entries += 1
             self.writes += len(members)
             for slot, m in enumerate(members):
-                m.proposal, m.slot = proposal, slot if len(members) > 1 else -1
+                m.proposal, m.slot = proposal, slot
                 m.flushed.set()

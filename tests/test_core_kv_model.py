@@ -23,16 +23,15 @@ from hypothesis.stateful import (
 from meshlite._core.kv import KVStore
 from meshlite._core.kv_commands import (
     batch_groups,
-    cmd_batch,
     cmd_delete,
     cmd_expire_sessions,
     cmd_node_failed,
-    cmd_op,
     cmd_put,
     cmd_session_create,
     cmd_session_destroy,
     cmd_session_renew,
     cmd_txn,
+    cmd_writes,
 )
 from meshlite._core.kv_types import KVEntry, KVResult, TxnOp
 from meshlite.testing import long_run
@@ -323,13 +322,11 @@ class KVMachine(RuleBasedStateMachine):
         it were alone (``check_single``), at the shared index, in order."""
         ops = [self.draw_single(data) for _ in range(n)]
         for group in batch_groups(ops):
-            if len(group) == 1:
-                (i,) = group
-                self.check_single(ops[i], self.apply(cmd_op(ops[i])))
-                continue
-            r = self.apply(cmd_batch([ops[i] for i in group]))
-            assert r.ok and r.error is None and len(r.batch) == len(group)
-            for i, sub in zip(group, r.batch, strict=True):
+            r = self.apply(cmd_writes([ops[i] for i in group]))
+            if len(group) > 1:  # a batch entry is never refused as a whole
+                assert r.ok and r.error is None and len(r.batch) == len(group)
+            for slot, i in enumerate(group):  # what each writer is answered
+                sub = r.of_write(slot)
                 assert sub.index == self.index
                 self.check_single(ops[i], sub)
 

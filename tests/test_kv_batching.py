@@ -31,6 +31,12 @@ def raft(mesh: Mesh) -> RaftServer:
     return server
 
 
+def leader_raft(servers: list[Mesh]) -> RaftServer:
+    leader = leader_of(servers)
+    assert leader is not None
+    return raft(leader)
+
+
 async def test_concurrent_writes_share_calls_and_entries_and_each_gets_its_answer(
     anyio_backend: str,
 ) -> None:
@@ -70,9 +76,7 @@ async def test_concurrent_writes_share_calls_and_entries_and_each_gets_its_answe
 async def test_two_writes_to_one_key_never_share_an_entry(anyio_backend: str) -> None:
     key = meshlite.generate_key()
     async with AsyncExitStack() as stack, cluster(stack, key) as servers:
-        leader = leader_of(servers)
-        assert leader is not None
-        server = raft(leader)
+        server = leader_raft(servers)
         before = server._batcher.entries
         results = await server.write_many([put_op("k", b"1"), put_op("j", b"x"), put_op("k", b"2")])
         assert server._batcher.entries - before == 2  # {k, j}, then k again
@@ -83,7 +87,7 @@ async def test_two_writes_to_one_key_never_share_an_entry(anyio_backend: str) ->
         assert not isinstance(other, Exception) and other.index == first.index
         bad = await server.write_many([put_op("lock", b"", acquire="no-such-session")])
         assert isinstance(bad[0], ConfigError)
-        follower = next(raft(s) for s in servers if s is not leader)
+        follower = next(raft(s) for s in servers if raft(s) is not server)
         refused = await follower.write_many([delete_op("k"), put_op("z", b"")])
         assert all(isinstance(r, NotLeaderError) for r in refused)
         assert follower._batcher._queue == []
@@ -92,9 +96,7 @@ async def test_two_writes_to_one_key_never_share_an_entry(anyio_backend: str) ->
 async def test_a_writer_cancelled_before_the_flush_proposes_nothing(anyio_backend: str) -> None:
     key = meshlite.generate_key()
     async with AsyncExitStack() as stack, cluster(stack, key) as servers:
-        leader = leader_of(servers)
-        assert leader is not None
-        server = raft(leader)
+        server = leader_raft(servers)
         batcher = server._batcher
         before = batcher.writes
         server.node.before_ready = lambda: None  # hold the flush while the writer waits

@@ -83,6 +83,7 @@ __all__ = [
     "cmd_session_destroy",
     "cmd_session_renew",
     "cmd_txn",
+    "cmd_writes",
     "delete_op",
     "op_problem",
     "put_op",
@@ -245,7 +246,7 @@ def batch_groups(ops: Sequence[TxnOp]) -> list[list[int]]:
     Greedy, keeping the order: a run ends before a write to a key it already writes,
     before a ``delete-tree`` (which goes alone), at ``MAX_TXN_OPS`` writes or before the
     values would pass ``MAX_TXN_BYTES``.  Returns the indexes of each run; a run of one
-    is proposed as the plain command (:func:`cmd_op`), longer ones with :func:`cmd_batch`.
+    is proposed as the plain command, longer ones as a batch (:func:`cmd_writes`).
     """
     groups: list[list[int]] = []
     keys: set[str] = set()
@@ -307,6 +308,12 @@ def cmd_op(op: TxnOp) -> bytes:
 
 def _pack_op(op: TxnOp) -> bytes:
     return _pack([Kind.OP, *_op_wire(op)])
+
+
+def cmd_writes(ops: Sequence[TxnOp]) -> bytes:
+    """The command for one run of :func:`batch_groups`: a lone write is its plain
+    command, more share a batch (``KVResult.of_write`` picks each one's result)."""
+    return cmd_op(ops[0]) if len(ops) == 1 else cmd_batch(ops)
 
 
 def cmd_batch(ops: Sequence[TxnOp]) -> bytes:

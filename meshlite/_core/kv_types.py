@@ -173,3 +173,9 @@ class KVResult:
     invalidated: tuple[str, ...] = ()
     touched: tuple[str, ...] = ()
     batch: tuple[KVResult, ...] = ()
+
+    def of_write(self, slot: int) -> KVResult:
+        """The result of the write at position ``slot`` of the entry's writes (as
+        ``kv_commands.cmd_writes`` made it): a write alone, or a refused entry, answers
+        every one of its writes with this result itself."""
+        return self.batch[slot] if self.batch else self

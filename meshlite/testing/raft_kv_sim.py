@@ -45,7 +45,7 @@ from typing import Any
 import attrs
 import msgpack
 
-from meshlite._core.kv import KVResult, KVStore, batch_groups, cmd_batch, cmd_op, stamp
+from meshlite._core.kv import KVResult, KVStore, batch_groups, cmd_writes, stamp
 from meshlite._core.raft import Entry, EntryKind, RaftCore, ReadState, Role
 from meshlite.errors import ConfigError, NotLeaderError
 from meshlite.testing._raft_kv_clients import ClientOp, KVWorkload, Reply, Tally
@@ -139,7 +139,7 @@ class KVSim(RaftSim):
         if unknown := set(flaws) - FLAWS:
             raise ConfigError(f"unknown flaws {sorted(unknown)}; known: {sorted(FLAWS)}")
         # Booting already applies entries: the bookkeeping must exist before it.
-        # (server, incarnation, index) -> (op, term, place in a batch entry or -1) each
+        # (server, incarnation, index) -> (op, term, place among the entry's writes) each
         self._proposals: dict[tuple[str, int, int], list[tuple[int, int, int]]] = {}
         self._batching: dict[tuple[str, int], list[int]] = {}  # writes waiting to propose
         self.batched = 0  # writes that shared an entry with others
@@ -292,13 +292,8 @@ class KVSim(RaftSim):
         ops = [self.workload.op(op_id) for op_id in op_ids]
         writes = [op.write() for op in ops]
         for group in batch_groups(writes):
-            data = (
-                cmd_op(writes[group[0]])
-                if len(group) == 1
-                else cmd_batch([writes[i] for i in group])
-            )
             try:
-                index = core.propose(stamp(data, self.now))
+                index = core.propose(stamp(cmd_writes([writes[i] for i in group]), self.now))
             except NotLeaderError as exc:
                 refused = Reply(refused=True, hint=exc.leader_hint)
                 for i in group:
@@ -306,9 +301,8 @@ class KVSim(RaftSim):
                 continue
             self.proposed += 1
             self.batched += len(group) if len(group) > 1 else 0
-            slots = range(len(group)) if len(group) > 1 else [-1]
             self._proposals[(*me, index)] = [
-                (ops[i].op_id, core.term, slot) for i, slot in zip(group, slots, strict=True)
+                (ops[i].op_id, core.term, slot) for slot, i in enumerate(group)
             ]
             for i in group:
                 if "early_acks" in self.flaws and ops[i].kind != "cas":
@@ -329,8 +323,8 @@ class KVSim(RaftSim):
                 reply = Reply(refused=True, hint=server.live().leader)
             else:
                 result = server.sm_result
-                if slot >= 0 and isinstance(result, KVResult) and result.batch:
-                    result = result.batch[slot]
+                if isinstance(result, KVResult):
+                    result = result.of_write(slot)
                 reply = self._write_reply(result)
                 self.acked[entry.index] = entry.data
             self._transmit(RESPONSE, (op_id, reply))
